@@ -1,0 +1,133 @@
+"""What every command shares: options, output, errors and exit statuses.
+
+Exit statuses: 0 ok, 1 failure or problems found, 2 usage.  Errors are one
+line on stderr, prefixed with the command's name, with secrets redacted.
+Data goes to stdout; a closed pipe (`| head`) ends the command quietly.
+"""
+
+import functools
+import os
+import signal
+import sys
+
+import click
+
+from ..config import resolve_db_url
+from ..db import connect
+from ..errors import AviaryError, redact
+
+
+def db_option(command):
+    return click.option(
+        "--db",
+        "db_url",
+        metavar="URL",
+        envvar=None,
+        help="Database: sqlite:///path.db, a path, or postgresql://... "
+        "[default: $AVIARY_DB, else Aviary's DB_TYPE/DB_HOST/... or $DATA_DIR/aviary.db]",
+    )(command)
+
+
+def user_option(command):
+    return click.option(
+        "--user",
+        "users",
+        metavar="ID|NAME",
+        multiple=True,
+        help="Only this user's rows (repeatable): a user id or a username.",
+    )(command)
+
+
+def open_db(db_url: str | None, *, create: bool = False):
+    """Connect to the database named by --db or the environment."""
+    return connect(resolve_db_url(db_url), create=create)
+
+
+def command_name() -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.command_path if ctx else "aviary"
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, as `aviary CMD: warning: ...`."""
+    click.echo(f"{command_name()}: warning: {redact(message)}", err=True)
+
+
+def info(message: str) -> None:
+    """A message on stderr, only when someone is watching (stderr is a terminal)."""
+    if sys.stderr.isatty():
+        click.echo(f"{command_name()}: {redact(message)}", err=True)
+
+
+def stdout_binary():
+    return sys.stdout.buffer
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (rolling back) and exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def run_main(group: click.Group) -> None:
+    """Run the click group with aviarytools' error handling and exit statuses."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    name = "aviary"
+    try:
+        group.main(standalone_mode=False, prog_name="aviary")
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except AviaryError as e:
+        click.echo(f"{_failed_command(name)}: {redact(str(e))}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo(f"{_failed_command(name)}: interrupted", err=True)
+        sys.exit(130)
+    except Terminated:
+        click.echo(f"{_failed_command(name)}: terminated", err=True)
+        sys.exit(143)
+    _flush_stdout()
+
+
+def _failed_command(default: str) -> str:
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return f"{default} {args[0]}" if args else default
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush cannot complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def closing(db):
+    """Decorator-free helper: `with closing(db):` closes the connection."""
+    import contextlib
+
+    return contextlib.closing(db)
+
+
+def comma_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise click.BadParameter("expected a comma-separated list of names")
+    return items

@@ -1,0 +1,396 @@
+"""What both databases offer: introspection, snapshots, canonical rows, staging.
+
+Reading: the database itself turns each row into its canonical JSON line
+(SQL in each dialect), so a dump streams at the speed of the database's own
+JSON output and stays byte-identical across engines.
+
+Writing: rows are first staged in a temporary table (with `_src`, where the
+row came from), then applied to the real table in one statement per mode.
+Staging is what lets a restore accept tables in any order, report a key
+conflict or a missing parent by input line, and commit nothing on error.
+"""
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from .. import schema
+from ..config import display_url
+from ..errors import DatabaseError, InputError
+from ..model import Column, Kind, Table
+from ..query import Query, quote_ident as q, quote_literal
+from ..values import _uuid as canonical_uuid
+
+MODES = ("append", "replace", "upsert", "skip")
+
+
+class Stage:
+    """Rows of one table waiting in a temporary table to be applied."""
+
+    def __init__(self, db: "Database", table: Table, name: str, where: Callable[[int], str]):
+        self.db, self.table, self.name, self.where = db, table, name, where
+        self.rows = 0
+
+    def add(self, src: int, values: tuple) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once every row is added."""
+
+
+class Database(ABC):
+    dialect = ""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.display = display_url(url)
+        self._tables: dict[str, Table] = {}
+        self._defaults: dict[tuple[str, str], object] = {}
+
+    # -- introspection -------------------------------------------------------
+
+    @abstractmethod
+    def table_names(self) -> list[str]:
+        """Every table in the database, sorted."""
+
+    @abstractmethod
+    def _introspect(self, name: str) -> Table | None: ...
+
+    def table(self, name: str) -> Table:
+        """The live table `name`; InputError if there is none."""
+        if name not in self._tables:
+            table = self._introspect(name)
+            if table is None:
+                known = ", ".join(self.table_names()) or "none"
+                raise InputError(f"no table {name!r} in {self.display} (tables: {known})")
+            self._tables[name] = table
+        return self._tables[name]
+
+    # -- transactions --------------------------------------------------------
+
+    @abstractmethod
+    def execute(self, sql: str) -> list[tuple]:
+        """Run one statement and return its rows (if any)."""
+
+    @abstractmethod
+    def _begin(self, write: bool) -> None: ...
+
+    @contextmanager
+    def snapshot(self):
+        """A read transaction: every read inside sees one consistent state."""
+        self._begin(write=False)
+        try:
+            yield self
+        finally:
+            self.execute("ROLLBACK")
+
+    @contextmanager
+    def transaction(self):
+        """One write transaction: committed if the block ends, else rolled back."""
+        self._begin(write=True)
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        try:
+            self.execute("ROLLBACK")
+        except Exception:
+            pass  # the connection may be gone: nothing was committed either way
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- reading -------------------------------------------------------------
+
+    @abstractmethod
+    def json_value_sql(self, table: Table, column: Column) -> str:
+        """An SQL expression giving the canonical JSON value of `column`."""
+
+    @abstractmethod
+    def rows(self, table: Table, query: Query) -> Iterator[bytes]:
+        """Canonical JSON lines (UTF-8, no newline) of the rows `query` selects."""
+
+    def selected(self, table: Table, query: Query) -> Table:
+        """`table` narrowed to the query's columns; InputError for unknown ones."""
+        if query.columns is None:
+            return table
+        for name in query.columns:
+            if not table.has_column(name):
+                raise InputError(f"no column {name!r} in table {table.name}")
+        return table.project(query.columns)
+
+    def from_where_sql(self, table: Table, query: Query) -> str:
+        sql = " FROM " + q(table.name)
+        conditions = []
+        if query.user_ids is not None:
+            conditions.append(self.user_condition(table, query.user_ids))
+        if query.where:
+            conditions.append(f"({query.where})")
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        return sql
+
+    def order_limit_sql(self, table: Table, query: Query) -> str:
+        sql = ""
+        if table.primary_key:
+            sql += " ORDER BY " + ", ".join(self.order_sql(table.column(c)) for c in table.primary_key)
+        if query.limit is not None:
+            sql += f" LIMIT {int(query.limit)}"
+        return sql
+
+    def order_sql(self, column: Column) -> str:
+        return q(column.name)
+
+    def user_condition(self, table: Table, user_ids: tuple[str, ...]) -> str:
+        column = schema.user_column(table.name)
+        if column is None or not table.has_column(column):
+            raise InputError(f"table {table.name} does not belong to users: --user does not apply")
+        if not user_ids:
+            return "1 = 0"
+        return f"{q(column)} IN ({', '.join(self.uuid_literal(u) for u in user_ids)})"
+
+    def uuid_literal(self, value: str) -> str:
+        return quote_literal(canonical_uuid(value, None))
+
+    def count(self, table: Table, query: Query) -> int:
+        inner = "SELECT 1" + self.from_where_sql(table, query) + self.order_limit_sql(table, query)
+        return self.execute(f"SELECT count(*) FROM ({inner}) AS counted")[0][0]
+
+    def user_ids(self, names_or_ids) -> tuple[str, ...]:
+        """Canonical ids of users given by id or username (InputError if unknown)."""
+        ids = []
+        for value in names_or_ids:
+            try:
+                ids.append(canonical_uuid(value, None))
+                continue
+            except ValueError:
+                pass
+            found = self.execute(
+                f"SELECT {self.text_sql('id')} FROM users WHERE username = {quote_literal(value)}"
+            )
+            if not found:
+                raise InputError(f"no user named {value!r} in {self.display}")
+            ids.append(found[0][0])
+        return tuple(dict.fromkeys(ids))
+
+    def text_sql(self, column_name: str) -> str:
+        return q(column_name)
+
+    # -- writing -------------------------------------------------------------
+
+    def default(self, table: Table, column: Column) -> object:
+        """The column's default as a JSON-ish value, evaluated once per load."""
+        key = (table.name, column.name)
+        if key not in self._defaults:
+            value = None
+            if column.default_sql:
+                value = self.execute(f"SELECT {self.default_text_sql(column.default_sql)}")[0][0]
+            self._defaults[key] = value
+        return self._defaults[key]
+
+    def default_text_sql(self, default_sql: str) -> str:
+        return default_sql
+
+    @abstractmethod
+    def stage(self, table: Table, where: Callable[[int], str]) -> Stage:
+        """A new, empty staging table for rows of `table`."""
+
+    def remove_stale(self, stage: Stage, user_ids: tuple[str, ...] | None) -> int:
+        """Delete rows of the table (or of `user_ids`) whose key is not staged."""
+        table = stage.table
+        self._require_key(table, "replace")
+        match = " AND ".join(f"s.{q(c)} = t.{q(c)}" for c in table.primary_key)
+        scope = ""
+        if user_ids is not None:
+            scope = self.user_condition(table, user_ids).replace(
+                q(schema.user_column(table.name)), "t." + q(schema.user_column(table.name)), 1
+            ) + " AND "
+        sql = (
+            f"DELETE FROM {q(table.name)} AS t WHERE {scope}"
+            f"NOT EXISTS (SELECT 1 FROM {stage.name} AS s WHERE {match})"
+        )
+        return self._apply(stage, sql)
+
+    def insert(self, stage: Stage, mode: str) -> int:
+        """Move the staged rows into the table as `mode` says; returns rows written."""
+        table = stage.table
+        if mode in ("upsert", "replace"):
+            self._require_key(table, mode)
+            self._refuse_staged_duplicates(stage)
+        names = ", ".join(q(c.name) for c in table.columns)
+        sql = (
+            f"INSERT INTO {q(table.name)} ({names}) SELECT {names} FROM {stage.name}"
+            f" WHERE true ORDER BY _src"
+        )
+        if mode == "skip":
+            sql += " ON CONFLICT DO NOTHING"
+        elif mode in ("upsert", "replace"):
+            keys = ", ".join(q(c) for c in table.primary_key)
+            updates = ", ".join(
+                f"{q(c.name)} = excluded.{q(c.name)}"
+                for c in table.columns
+                if c.name not in table.primary_key
+            )
+            sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+        return self._apply(stage, sql)
+
+    def _require_key(self, table: Table, mode: str) -> None:
+        if not table.primary_key:
+            raise InputError(f"table {table.name} has no primary key: --mode {mode} needs one")
+
+    def _refuse_staged_duplicates(self, stage: Stage) -> None:
+        keys = ", ".join(q(c) for c in stage.table.primary_key)
+        found = self.execute(
+            f"SELECT min(_src), max(_src) FROM {stage.name} GROUP BY {keys}"
+            f" HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
+        )
+        if found:
+            first, second = found[0]
+            raise InputError(
+                f"{stage.where(second)}: duplicate key {self._key_text(stage, second)}"
+                f" (also on {stage.where(first)})"
+            )
+
+    def _key_text(self, stage: Stage, src: int) -> str:
+        keys = stage.table.primary_key
+        row = self.execute(
+            f"SELECT {', '.join(self.text_sql(k) for k in keys)} FROM {stage.name} WHERE _src = {int(src)}"
+        )[0]
+        return ", ".join(f"{k}={v}" for k, v in zip(keys, row))
+
+    @abstractmethod
+    def _apply(self, stage: Stage, sql: str) -> int:
+        """Run `sql`; on a constraint error, raise InputError naming the row."""
+
+    def explain_violation(self, stage: Stage, message: str, unique_columns=None) -> InputError:
+        """The InputError for a constraint `message`, naming the first offending row."""
+        for finder in (self._missing_parent, self._existing_key):
+            found = finder(stage, unique_columns)
+            if found:
+                return InputError(found)
+        return InputError(f"table {stage.table.name}: {message}")
+
+    def _missing_parent(self, stage: Stage, unique_columns) -> str | None:
+        for fk in stage.table.foreign_keys:
+            if len(fk.columns) != 1:
+                continue
+            column, parent_column = fk.columns[0], fk.parent_columns[0]
+            found = self.execute(
+                f"SELECT s._src, {self.text_sql('s.' + q(column))} FROM {stage.name} AS s"
+                f" WHERE s.{q(column)} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {q(fk.parent)}"
+                f" AS p WHERE p.{q(parent_column)} = s.{q(column)}) ORDER BY s._src LIMIT 1"
+            )
+            if found:
+                src, value = found[0]
+                return (
+                    f"{stage.where(src)}, column {column}: no {fk.parent} row has"
+                    f" {parent_column} {value}"
+                )
+        return None
+
+    def _existing_key(self, stage: Stage, unique_columns) -> str | None:
+        table = stage.table
+        candidates = [unique_columns] if unique_columns else [table.primary_key, *table.unique]
+        for columns in candidates:
+            if not columns:
+                continue
+            match = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in columns)
+            same_row = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in table.primary_key)
+            other_row = f" AND NOT ({same_row})" if same_row and tuple(columns) != table.primary_key else ""
+            found = self.execute(
+                f"SELECT s._src FROM {stage.name} AS s WHERE EXISTS (SELECT 1 FROM"
+                f" {q(table.name)} AS t WHERE {match}{other_row}) ORDER BY s._src LIMIT 1"
+            )
+            if not found:
+                keys = ", ".join(q(c) for c in columns)
+                found = self.execute(
+                    f"SELECT max(_src) FROM {stage.name} GROUP BY {keys}"
+                    f" HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
+                )
+            if found:
+                src = found[0][0]
+                values = self.execute(
+                    f"SELECT {', '.join(self.text_sql(c) for c in columns)} FROM {stage.name}"
+                    f" WHERE _src = {int(src)}"
+                )[0]
+                shown = ", ".join(f"{c}={v}" for c, v in zip(columns, values))
+                return f"{stage.where(src)}: key {shown} already exists in {table.name}"
+        return None
+
+    # -- schema --------------------------------------------------------------
+
+    @abstractmethod
+    def column_type_sql(self, column: Column) -> str: ...
+
+    def create_schema(self, tables=schema.TABLES) -> list[str]:
+        """Create Aviary's tables and indexes where missing; returns tables created."""
+        existing = set(self.table_names())
+        created = []
+        for table in tables:
+            if table.name not in existing:
+                created.append(table.name)
+            for statement in self.schema_statements(table):
+                self.execute(statement)
+        self._tables.clear()
+        return created
+
+    def schema_statements(self, table: Table) -> list[str]:
+        parts = [self._column_ddl(c) for c in table.columns]
+        parts.append(f"PRIMARY KEY ({', '.join(q(c) for c in table.primary_key)})")
+        for fk in table.foreign_keys:
+            parts.append(
+                f"CONSTRAINT {q('fk_' + table.name + '_' + fk.columns[0].removesuffix('_id'))}"
+                f" FOREIGN KEY ({', '.join(q(c) for c in fk.columns)})"
+                f" REFERENCES {q(fk.parent)} ({', '.join(q(c) for c in fk.parent_columns)})"
+                + (" ON DELETE CASCADE" if fk.on_delete_cascade else "")
+            )
+        statements = [f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({', '.join(parts)})"]
+        for unique, columns in [(True, c) for c in table.unique] + [(False, c) for c in table.indexes]:
+            name = "idx_" + table.name + "_" + "_".join(columns)
+            statements.append(
+                f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {q(name)}"
+                f" ON {q(table.name)} ({', '.join(q(c) for c in columns)})"
+            )
+        return statements
+
+    def _column_ddl(self, column: Column) -> str:
+        sql = f"{q(column.name)} {self.column_type_sql(column)}"
+        if not column.nullable:
+            sql += " NOT NULL"
+        if column.default_sql:
+            sql += f" DEFAULT {column.default_sql}"
+        return sql
+
+
+def kind_from_declared_type(declared: str) -> Kind:
+    """The kind of a column from its declared SQL type (either engine)."""
+    t = declared.lower()
+    rules = (
+        (("uuid",), Kind.UUID),
+        (("bool", "numeric"), Kind.BOOL),  # GORM declares Go bools `numeric` in SQLite
+        (("timestamp", "datetime", "date", "time"), Kind.TIMESTAMP),
+        (("int", "serial"), Kind.INT),
+        (("real", "floa", "doub", "decimal"), Kind.FLOAT),
+        (("bytea", "blob"), Kind.BYTES),
+    )
+    for words, kind in rules:
+        if any(w in t for w in words):
+            return kind
+    return Kind.TEXT
+
+
+def known_kind(table: str, column: str) -> Kind | None:
+    """The kind Aviary's models give a column, where they know it."""
+    model = schema.BY_NAME.get(table)
+    if model and model.has_column(column):
+        return model.column(column).kind
+    return None
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise DatabaseError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")

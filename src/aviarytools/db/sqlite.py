@@ -1,0 +1,253 @@
+"""SQLite, as Aviary uses it: text uuids, 0/1 booleans, Go's datetime text."""
+
+import base64
+import os
+import sqlite3
+from typing import Callable, Iterator
+
+from .. import timestamps
+from ..errors import DatabaseError, InputError
+from ..model import Column, ForeignKey, Kind, Table
+from ..query import Query, quote_ident as q
+from ..values import format_float
+from .base import Database, Stage, kind_from_declared_type, known_kind
+
+_TYPES = {
+    Kind.UUID: "uuid",
+    Kind.TEXT: "text",
+    Kind.BOOL: "numeric",
+    Kind.INT: "integer",
+    Kind.FLOAT: "real",
+    Kind.TIMESTAMP: "datetime",
+    Kind.BYTES: "blob",
+}
+
+
+def _canonical_timestamp(value):
+    """SQL function: stored datetime (text, or Unix seconds) -> RFC 3339 text."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return timestamps.to_rfc3339(int(value * timestamps.NS_PER_SECOND))
+    try:
+        return timestamps.to_rfc3339(timestamps.parse(str(value)))
+    except ValueError as e:
+        _UDF_ERRORS.append(str(e))
+        raise
+
+
+def _canonical_float(value):
+    if value is None:
+        return None
+    try:
+        return format_float(float(value))
+    except ValueError as e:
+        _UDF_ERRORS.append(f"{value!r}: {e}")
+        raise
+
+
+def _base64(value):
+    if value is None:
+        return None
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return base64.b64encode(data).decode("ascii")
+
+
+_UDF_ERRORS: list[str] = []
+
+_TO_SQLITE = {
+    Kind.BOOL: int,
+    Kind.TIMESTAMP: timestamps.to_sqlite,
+}
+
+
+class SQLiteStage(Stage):
+    BATCH = 5000
+
+    def __init__(self, db, table, name, where):
+        super().__init__(db, table, name, where)
+        marks = ", ".join("?" * (len(table.columns) + 1))
+        names = ", ".join(q(c.name) for c in table.columns)
+        self._sql = f"INSERT INTO {name} ({names}, _src) VALUES ({marks})"
+        self._convert = [_TO_SQLITE.get(c.kind) for c in table.columns]
+        self._batch: list[tuple] = []
+
+    def add(self, src: int, values: tuple) -> None:
+        row = [
+            v if v is None or f is None else f(v) for f, v in zip(self._convert, values)
+        ]
+        row.append(src)
+        self._batch.append(row)
+        self.rows += 1
+        if len(self._batch) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.db.conn.executemany(self._sql, self._batch)
+        self._batch.clear()
+
+    def finish(self) -> None:
+        self._flush()
+
+
+class SQLiteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, path: str, create: bool = False):
+        super().__init__(url)
+        self.path = path
+        if not create and not os.path.exists(path):
+            raise DatabaseError(f"{path}: no such SQLite database")
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA busy_timeout = 10000")
+        except sqlite3.Error as e:
+            raise DatabaseError(f"{path}: {e}") from None
+        self.conn.create_function("aviary_ts", 1, _canonical_timestamp, deterministic=True)
+        self.conn.create_function("aviary_float", 1, _canonical_float, deterministic=True)
+        self.conn.create_function("aviary_base64", 1, _base64, deterministic=True)
+        self._stages = 0
+
+    def execute(self, sql: str) -> list[tuple]:
+        try:
+            return self.conn.execute(sql).fetchall()
+        except sqlite3.Error as e:
+            raise self._error(e, sql) from None
+
+    def _error(self, e: sqlite3.Error, sql: str = "") -> Exception:
+        if _UDF_ERRORS:
+            return InputError(f"{self.path}: bad stored value: {_UDF_ERRORS.pop()}")
+        return DatabaseError(f"{self.path}: {e}")
+
+    def _begin(self, write: bool) -> None:
+        self.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- introspection -------------------------------------------------------
+
+    def table_names(self) -> list[str]:
+        rows = self.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+        return [r[0] for r in rows]
+
+    def _introspect(self, name: str) -> Table | None:
+        info = self.execute(f"PRAGMA main.table_info({q(name)})")
+        if not info:
+            return None
+        columns = tuple(
+            Column(
+                col,
+                known_kind(name, col) or kind_from_declared_type(declared or ""),
+                nullable=not notnull and not pk,
+                default_sql=default,
+            )
+            for _, col, declared, notnull, default, pk in info
+        )
+        primary_key = tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
+        return Table(name, columns, primary_key, self._foreign_keys(name), self._unique(name))
+
+    def _foreign_keys(self, name: str) -> tuple[ForeignKey, ...]:
+        groups: dict[int, list] = {}
+        for fk_id, _, parent, child_col, parent_col, _, on_delete, _ in self.execute(
+            f"PRAGMA main.foreign_key_list({q(name)})"
+        ):
+            groups.setdefault(fk_id, []).append((parent, child_col, parent_col, on_delete))
+        return tuple(
+            ForeignKey(
+                tuple(r[1] for r in rows),
+                rows[0][0],
+                tuple(r[2] or "id" for r in rows),
+                rows[0][3].upper() == "CASCADE",
+            )
+            for rows in groups.values()
+        )
+
+    def _unique(self, name: str) -> tuple[tuple[str, ...], ...]:
+        result = []
+        for _, index, unique, origin, _ in self.execute(f"PRAGMA main.index_list({q(name)})"):
+            if unique and origin != "pk":
+                cols = self.execute(f"PRAGMA main.index_info({q(index)})")
+                result.append(tuple(c[2] for c in cols))
+        return tuple(result)
+
+    # -- reading -------------------------------------------------------------
+
+    def json_value_sql(self, table: Table, column: Column) -> str:
+        c = q(column.name)
+        return {
+            Kind.UUID: f"lower(CAST({c} AS TEXT))",
+            Kind.TEXT: f"CAST({c} AS TEXT)",
+            Kind.BOOL: (
+                f"CASE WHEN {c} IS NULL THEN NULL WHEN {c} IN (0, '0', 'false', 'f', 'FALSE')"
+                f" THEN json('false') ELSE json('true') END"
+            ),
+            Kind.INT: c,
+            Kind.FLOAT: f"json(aviary_float({c}))",
+            Kind.TIMESTAMP: f"aviary_ts({c})",
+            Kind.BYTES: f"aviary_base64({c})",
+        }[column.kind]
+
+    def rows(self, table: Table, query: Query) -> Iterator[bytes]:
+        shown = self.selected(table, query)
+        pairs = ", ".join(f"'{c.name.replace(chr(39), chr(39) * 2)}', {self.json_value_sql(table, c)}" for c in shown.columns)
+        sql = (
+            f"SELECT json_object({pairs})"
+            + self.from_where_sql(table, query)
+            + self.order_limit_sql(table, query)
+        )
+        try:
+            cursor = self.conn.execute(sql)
+            while True:
+                batch = cursor.fetchmany(2000)
+                if not batch:
+                    return
+                for (line,) in batch:
+                    yield line.encode("utf-8")
+        except sqlite3.Error as e:
+            raise self._error(e, sql) from None
+
+    # -- writing -------------------------------------------------------------
+
+    def stage(self, table: Table, where: Callable[[int], str]) -> Stage:
+        self._stages += 1
+        name = f"temp.{q('aviary_stage_' + str(self._stages) + '_' + table.name)}"
+        self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT * FROM main.{q(table.name)} WHERE 0")
+        self.execute(f"ALTER TABLE {name} ADD COLUMN _src INTEGER")
+        return SQLiteStage(self, table, name, where)
+
+    def _apply(self, stage: Stage, sql: str) -> int:
+        self.execute("SAVEPOINT aviary_apply")
+        try:
+            cursor = self.conn.execute(sql)
+        except sqlite3.IntegrityError as e:
+            self.execute("ROLLBACK TO aviary_apply")
+            raise self.explain_violation(stage, str(e), _unique_columns(str(e))) from None
+        except sqlite3.Error as e:
+            self.execute("ROLLBACK TO aviary_apply")
+            raise self._error(e, sql) from None
+        self.execute("RELEASE aviary_apply")
+        return cursor.rowcount
+
+    def check_foreign_keys(self, stages: dict[str, Stage]) -> None:
+        """With checks deferred to commit, find a violation first to name its row."""
+        for table, rowid, parent, _ in self.execute("PRAGMA main.foreign_key_check"):
+            stage = stages.get(table)
+            if stage is not None:
+                raise self.explain_violation(stage, f"a row has no {parent} parent")
+            raise InputError(f"table {table} row {rowid}: no matching row in {parent}")
+
+    def column_type_sql(self, column: Column) -> str:
+        return _TYPES[column.kind]
+
+
+def _unique_columns(message: str) -> tuple[str, ...] | None:
+    """The columns of "UNIQUE constraint failed: users.username, users.x"."""
+    prefix = "UNIQUE constraint failed: "
+    if not message.startswith(prefix):
+        return None
+    return tuple(part.strip().split(".", 1)[-1] for part in message[len(prefix):].split(","))

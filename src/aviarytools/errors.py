@@ -1,0 +1,48 @@
+"""Errors a user can act on.
+
+Every command prints an AviaryError as one line on stderr and exits 1.  The
+message says where the problem is (file, line, column, member) and never
+contains a secret: `redact` scrubs every password or key the process has seen.
+"""
+
+
+class AviaryError(Exception):
+    """An error the user can act on: printed as one line, exit status 1."""
+
+
+class ConfigError(AviaryError):
+    """The database or storage location is missing or malformed."""
+
+
+class DatabaseError(AviaryError):
+    """Talking to the database failed."""
+
+
+class InputError(AviaryError):
+    """A row or document read from the input is invalid."""
+
+
+class StorageError(AviaryError):
+    """Reading or writing documents failed."""
+
+
+class ArchiveError(AviaryError):
+    """The archive is malformed, truncated, corrupt or unsafe."""
+
+
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that no message printed by this process shows it."""
+    if value and len(value) >= 3:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in `text` with ***."""
+    from urllib.parse import quote
+
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text

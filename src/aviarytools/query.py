@@ -1,0 +1,23 @@
+"""Which rows of a table a command reads: --columns, --user, --where, --limit."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Query:
+    columns: tuple[str, ...] | None = None  # None: every column, in table order
+    user_ids: tuple[str, ...] | None = None  # canonical uuids; None: every user
+    where: str | None = None  # an SQL condition, as the operator wrote it
+    limit: int | None = None
+
+
+EVERYTHING = Query()
+
+
+def quote_ident(name: str) -> str:
+    """An SQL identifier, quoted so that any name is taken literally."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
