@@ -56,6 +56,8 @@ class RowConverter:
         self.known = frozenset(table.column_names)
         self.warned: set[str] = set()
         self.columns = [(c.name, c, _COERCE[c.kind]) for c in table.columns]
+        # Evaluated now: once a COPY is under way the connection runs nothing else.
+        self.defaults = {c.name: db.default(table, c) for c in table.columns}
 
     def __call__(self, position: int, row: object) -> tuple:
         if type(row) is not dict:
@@ -66,7 +68,7 @@ class RowConverter:
         name = ""
         try:
             for name, column, coerce in self.columns:
-                value = row[name] if name in row else self._missing(column)
+                value = row[name] if name in row else self.defaults[name]
                 if value is None:
                     if not column.nullable:
                         raise ValueError("cannot be null" if name in row else "missing, and it cannot be null")
@@ -76,9 +78,6 @@ class RowConverter:
         except ValueError as e:
             raise InputError(f"{self.where(position)}, column {name}: {e}") from None
         return tuple(values)
-
-    def _missing(self, column) -> object:
-        return self.db.default(self.table, column)
 
     def _unknown(self, position: int, row: dict) -> None:
         for key in row.keys() - self.known:
@@ -111,12 +110,16 @@ def stage_rows(db: Database, table_name: str, source: RowSource, *,
     result = LoadResult(table_name)
     owner = _owner_index(table, user_ids)
     wanted = frozenset(user_ids or ())
-    for position, row in (source if rows is None else rows):
-        values = convert(position, row)
-        if owner is not None and values[owner] not in wanted:
-            result.skipped_users += 1
-            continue
-        stage.add(position, values)
+    try:
+        for position, row in (source if rows is None else rows):
+            values = convert(position, row)
+            if owner is not None and values[owner] not in wanted:
+                result.skipped_users += 1
+                continue
+            stage.add(position, values)
+    except BaseException as error:
+        stage.abort(error)
+        raise
     stage.finish()
     result.staged = stage.rows
     result.rounded = dict(getattr(stage, "rounded", {}))

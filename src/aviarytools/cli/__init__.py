@@ -4,12 +4,12 @@ import click
 
 from .. import __version__
 from . import dump_table, init_schema, load_table, tables
-from .common import run_main
+from .common import Group, run_main
 
 COMMANDS = (dump_table, load_table, tables, init_schema)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="aviary")
 def cli():
     """Back up, restore and migrate Aviary with composable streams.

@@ -67,6 +67,21 @@ class Terminated(BaseException):
     """SIGTERM arrived: unwind (rolling back) and exit 143."""
 
 
+class PipeClosed(BaseException):
+    """The reader of stdout went away (`| head`): stop quietly.
+
+    Raised instead of BrokenPipeError because click turns that into exit 1.
+    """
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise PipeClosed() from None
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -87,7 +102,7 @@ def run_main(group: click.Group) -> None:
     except AviaryError as e:
         click.echo(f"{_failed_command(name)}: {redact(str(e))}", err=True)
         sys.exit(1)
-    except BrokenPipeError:
+    except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
         sys.exit(0)
     except KeyboardInterrupt:

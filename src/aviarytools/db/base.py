@@ -37,6 +37,9 @@ class Stage:
     def finish(self) -> None:
         """Called once every row is added."""
 
+    def abort(self, error: BaseException) -> None:
+        """Called instead of finish when adding rows failed."""
+
 
 class Database(ABC):
     dialect = ""
@@ -178,7 +181,8 @@ class Database(ABC):
         return tuple(dict.fromkeys(ids))
 
     def text_sql(self, column_name: str) -> str:
-        return q(column_name)
+        """`column_name` (or an already qualified `s."col"`) as text."""
+        return column_name if "." in column_name else q(column_name)
 
     # -- writing -------------------------------------------------------------
 

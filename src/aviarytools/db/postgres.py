@@ -16,6 +16,7 @@ from .. import timestamps
 from ..errors import DatabaseError, InputError, redact
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q, quote_literal
+from ..values import reencode_floats
 from .base import Database, Stage, known_kind
 
 _TYPES = {
@@ -108,6 +109,13 @@ class PostgresStage(Stage):
             self._copy_cm.__exit__(None, None, None)
         except psycopg.Error as e:
             raise self.db.error(e) from None
+
+    def abort(self, error: BaseException) -> None:
+        # Ends the COPY (CopyFail) so the connection can roll back.
+        try:
+            self._copy_cm.__exit__(type(error), error, error.__traceback__)
+        except BaseException:
+            pass
 
 
 class PostgresDatabase(Database):
@@ -258,10 +266,11 @@ class PostgresDatabase(Database):
         exprs = ", ".join(f"{self.json_value_sql(table, c)} AS {q(c.name)}" for c in shown.columns)
         inner = f"SELECT {exprs}" + self.from_where_sql(table, query) + self.order_limit_sql(table, query)
         sql = f"COPY (SELECT row_to_json(r) FROM ({inner}) AS r) TO STDOUT {_COPY_OUT}"
+        floats = any(c.kind is Kind.FLOAT for c in shown.columns)
         try:
             with self.conn.cursor().copy(sql) as copy:
                 for data in copy:
-                    yield data[:-1]
+                    yield reencode_floats(data[:-1]) if floats else data[:-1]
         except psycopg.Error as e:
             raise self.error(e) from None
 

@@ -1,0 +1,66 @@
+"""What every place that holds Aviary's documents can do."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from aviarytools.errors import StorageError, redact
+
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+    etag: str | None = None  # S3 ETag without quotes; None on a filesystem
+
+
+class Storage(ABC):
+    """Objects under '/'-separated keys relative to a root, e.g. users/<uuid>/pdfs/sub/a.pdf."""
+
+    url: str  # display form: never holds a secret
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Regular objects whose key starts with `prefix`, in bytewise key order, streamed."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object under `key`, or None if there is none."""
+
+    @abstractmethod
+    def read(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The object's bytes, a chunk at a time."""
+
+    @abstractmethod
+    def write(self, key: str, chunks: Iterable[bytes], size: int | None = None) -> None:
+        """Store `chunks` under `key`, visible only once complete.
+
+        An exception raised by `chunks` leaves no object behind and propagates as is.
+        `size`, when given, is checked against the bytes actually written.
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing key is not an error."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def error(self, key: str | None, problem: str) -> StorageError:
+        where = f"{self.url}: {key}" if key is not None else self.url
+        return StorageError(redact(f"{where}: {problem}"))
+
+    def check_size(self, key: str, expected: int | None, written: int) -> None:
+        if expected is not None and expected != written:
+            raise self.error(key, f"expected {expected} bytes, got {written}")
