@@ -9,6 +9,7 @@ class Query:
     user_ids: tuple[str, ...] | None = None  # canonical uuids; None: every user
     where: str | None = None  # an SQL condition, as the operator wrote it
     limit: int | None = None
+    redact: frozenset[str] = frozenset()  # columns written as "" (or null where allowed)
 
 
 EVERYTHING = Query()

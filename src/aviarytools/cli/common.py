@@ -146,3 +146,39 @@ def comma_list(value: str | None) -> tuple[str, ...] | None:
     if not items:
         raise click.BadParameter("expected a comma-separated list of names")
     return items
+
+
+def storage_options(command):
+    """--storage and the S3 settings that go with an s3:// URL."""
+    options = [
+        click.option("--storage", "storage_url", metavar="URL",
+                     help="Documents: a folder, file:///folder or s3://bucket[/prefix] "
+                     "[default: $AVIARY_STORAGE, else Aviary's STORAGE_BACKEND, DATA_DIR, S3_*]"),
+        click.option("--s3-endpoint", metavar="URL", help="S3 endpoint [default: $S3_ENDPOINT]."),
+        click.option("--s3-region", metavar="NAME", help="S3 region [default: $S3_REGION or us-east-1]."),
+        click.option("--s3-path-style", is_flag=True, default=None,
+                     help="Path-style S3 addressing (MinIO, SeaweedFS) [default: $S3_FORCE_PATH_STYLE]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def open_storage(storage_url, s3_endpoint, s3_region, s3_path_style):
+    from ..storage import resolve_storage
+
+    return resolve_storage(storage_url, s3_endpoint=s3_endpoint, s3_region=s3_region,
+                           s3_path_style=s3_path_style)
+
+
+def archive_argument(command):
+    return click.argument("archive", type=click.File("rb"), default="-", required=False)(command)
+
+
+def progress_option(command):
+    return click.option("--progress/--no-progress", default=None,
+                        help="Show progress on stderr [default: when stderr is a terminal].")(command)
+
+
+def input_name(stream) -> str:
+    return "-" if stream is sys.stdin.buffer or getattr(stream, "name", "-") == "<stdin>" else stream.name

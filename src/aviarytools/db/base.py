@@ -113,6 +113,12 @@ class Database(ABC):
     def json_value_sql(self, table: Table, column: Column) -> str:
         """An SQL expression giving the canonical JSON value of `column`."""
 
+    def value_sql(self, table: Table, column: Column, query: Query) -> str:
+        """The column's canonical JSON value, or its blank if the query redacts it."""
+        if column.name in query.redact:
+            return "NULL" if column.nullable else "CAST('' AS TEXT)"
+        return self.json_value_sql(table, column)
+
     @abstractmethod
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
         """Canonical JSON lines (UTF-8, no newline) of the rows `query` selects."""

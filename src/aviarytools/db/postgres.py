@@ -263,7 +263,7 @@ class PostgresDatabase(Database):
 
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
         shown = self.selected(table, query)
-        exprs = ", ".join(f"{self.json_value_sql(table, c)} AS {q(c.name)}" for c in shown.columns)
+        exprs = ", ".join(f"{self.value_sql(table, c, query)} AS {q(c.name)}" for c in shown.columns)
         inner = f"SELECT {exprs}" + self.from_where_sql(table, query) + self.order_limit_sql(table, query)
         sql = f"COPY (SELECT row_to_json(r) FROM ({inner}) AS r) TO STDOUT {_COPY_OUT}"
         floats = any(c.kind is Kind.FLOAT for c in shown.columns)

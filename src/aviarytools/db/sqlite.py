@@ -98,6 +98,8 @@ class SQLiteDatabase(Database):
         self.path = path
         if not create and not os.path.exists(path):
             raise DatabaseError(f"{path}: no such SQLite database")
+        if create and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA foreign_keys = ON")
@@ -194,7 +196,7 @@ class SQLiteDatabase(Database):
 
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
         shown = self.selected(table, query)
-        pairs = ", ".join(f"'{c.name.replace(chr(39), chr(39) * 2)}', {self.json_value_sql(table, c)}" for c in shown.columns)
+        pairs = ", ".join(f"'{c.name.replace(chr(39), chr(39) * 2)}', {self.value_sql(table, c, query)}" for c in shown.columns)
         sql = (
             f"SELECT json_object({pairs})"
             + self.from_where_sql(table, query)

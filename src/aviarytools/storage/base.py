@@ -48,6 +48,16 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""
 
+    def promote(self, staged_key: str, key: str) -> None:
+        """Move a complete object from `staged_key` to `key`, replacing what is there.
+
+        Restores stage every object first and promote them after the database
+        commits, so a failed restore never overwrites a live document.
+        """
+        info = self.stat(staged_key)
+        self.write(key, self.read(staged_key), info.size if info else None)
+        self.delete(staged_key)
+
     def close(self) -> None:
         pass
 

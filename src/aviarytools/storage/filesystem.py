@@ -73,6 +73,14 @@ class FilesystemStorage(Storage):
             temp.unlink(missing_ok=True)
             raise
 
+    def promote(self, staged_key: str, key: str) -> None:
+        source, path = self._path(staged_key), self._path(key)
+        with self._translated(key):
+            self._make_dirs(path.parent)
+            os.replace(source, path)
+            self._fsync_dir(path.parent)
+            self._remove_empty_folders(source.parent)
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         with self._translated(key):

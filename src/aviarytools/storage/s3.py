@@ -88,6 +88,13 @@ class S3Storage(Storage):
                 upload.abort()
             raise
 
+    def promote(self, staged_key: str, key: str) -> None:
+        # A server-side copy: the bytes never travel through us again.
+        with self._translated(key):
+            self.client.copy({"Bucket": self.bucket, "Key": self._full(staged_key)},
+                             self.bucket, self._full(key))
+        self.delete(staged_key)
+
     def delete(self, key: str) -> None:
         with self._translated(key):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))

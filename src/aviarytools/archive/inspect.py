@@ -1,0 +1,85 @@
+"""ls, cat and info: look inside an archive without extracting it."""
+
+import json
+from typing import BinaryIO, Iterator
+
+import ijson
+
+from .. import schema, timestamps
+from ..errors import ArchiveError, InputError
+from ..values import _generic, coerce, encode
+from . import layout
+from .reading import HashedContent, buffered, members, read_metadata
+
+
+def listing(stream: BinaryIO, source: str = "-") -> Iterator[dict]:
+    """One dict per member: path, type, size, mtime (RFC 3339)."""
+    for member in members(stream, source):
+        yield {
+            "path": member.name,
+            "type": member.type,
+            "size": member.size,
+            "mtime": timestamps.to_rfc3339(int(member.mtime) * timestamps.NS_PER_SECOND),
+        }
+
+
+def info(stream: BinaryIO, source: str = "-") -> dict:
+    """metadata.json, reading only the first member."""
+    first = next(members(stream, source), None)
+    if first is None:
+        raise ArchiveError("empty archive")
+    return read_metadata(first)[0]
+
+
+def member_chunks(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes]:
+    """The bytes of one member, streamed; ArchiveError if there is none."""
+    for member in members(stream, source):
+        if member.name.rstrip("/") == name.rstrip("/"):
+            if member.type != "file":
+                raise ArchiveError(f"{name}: is a {member.type}, not a file")
+            yield from member.chunks()
+            return
+    raise ArchiveError(f"{name}: no such member in the archive")
+
+
+def canonical_line(table: str, row: dict) -> bytes:
+    """An archive row in canonical form (as dump-table prints it), by Aviary's schema."""
+    model = schema.BY_NAME.get(table)
+    parts = []
+    known = set()
+    for column in model.columns if model else ():
+        if column.name in row:
+            known.add(column.name)
+            try:
+                value = encode(column, coerce(column, row[column.name]))
+            except ValueError as e:
+                raise InputError(f"column {column.name}: {e}") from None
+            parts.append(json.dumps(column.name, ensure_ascii=False) + ":" + value)
+    for key, value in row.items():
+        if key not in known:
+            parts.append(json.dumps(key, ensure_ascii=False) + ":" + _generic(value))
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+def table_rows(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes]:
+    """A table member's rows as canonical NDJSON lines, streamed."""
+    entry = layout.classify(name)
+    if entry.kind != "table":
+        raise ArchiveError(f"{name}: --ndjson needs a database/<table>.json member")
+    for member in members(stream, source):
+        if member.name == name:
+            reader = buffered(HashedContent(member))
+            if reader.peek(1).lstrip()[:1] == b"n":
+                return
+            try:
+                for number, row in enumerate(ijson.items(reader, "item", use_float=True), 1):
+                    if not isinstance(row, dict):
+                        raise InputError(f"{name}: item {number}: not a JSON object")
+                    try:
+                        yield canonical_line(entry.table, row)
+                    except InputError as e:
+                        raise InputError(f"{name}: item {number}, {e}") from None
+            except ijson.JSONError as e:
+                raise ArchiveError(f"{name}: invalid JSON: {str(e).strip()[:120]}") from None
+            return
+    raise ArchiveError(f"{name}: no such member in the archive")

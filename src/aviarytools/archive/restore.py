@@ -1,0 +1,262 @@
+"""unpack --db/--storage: restore an archive into a database and storage.
+
+One pass over the archive, in whatever order its members come (Aviary writes
+users.json after the tables that reference it):
+- each table member is staged (rows.stage_rows, as load-table does) inside
+  one transaction;
+- each document is written under a staging prefix of the storage;
+- at the end the checksums are held against what was read, the staged
+  tables are applied parents first (stale rows removed children first), and
+  the transaction commits;
+- only then do staged documents move to their keys and stale documents go.
+A failure before the commit rolls the database back and deletes the staged
+objects: the old database and every old object are as they were.
+"""
+
+import secrets
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from .. import rows, schema
+from ..db import Database
+from ..errors import ArchiveError, InputError
+from ..query import quote_ident, quote_literal
+from ..rowinput import RowSource
+from ..storage import FilesystemStorage, Storage
+from ..tar import NameSet, member_name_problem
+from . import layout
+from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    mode: str = "replace"  # or "merge"
+    user_ids: tuple[str, ...] | None = None
+    tables: tuple[str, ...] | None = None
+    include_db: bool = True
+    include_files: bool = True
+    create_schema: bool = False
+    dry_run: bool = False
+
+
+@dataclass
+class RestoreSummary:
+    tables: dict[str, dict] = field(default_factory=dict)
+    documents: int = 0
+    document_bytes: int = 0
+    stale_documents: int = 0
+    skipped: int = 0
+
+
+class Restore:
+    def __init__(self, db: Database | None, storage: Storage | None, options: RestoreOptions,
+                 warn: Callable[[str], None]):
+        self.db, self.storage, self.options, self.warn = db, storage, options, warn
+        self.summary = RestoreSummary()
+        self.stages: dict[str, tuple] = {}
+        self.staged_objects: list[tuple[str, str]] = []
+        self.restored_keys: set[str] = set()
+        self.digests: dict[str, str] = {}
+        self.checksums: dict[str, str] | None = None
+        self.configs: list[tuple[str, str, str]] = []
+        self.prefix = f".aviary-restore-{secrets.token_hex(6)}/"
+
+    # -- the pass over the archive -------------------------------------------
+
+    def run(self, stream: BinaryIO, source: str) -> RestoreSummary:
+        use_db = self.db is not None and self.options.include_db
+        if isinstance(self.storage, FilesystemStorage) and not self.options.dry_run:
+            self.storage.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            if use_db:
+                self.db._begin(write=True)
+                if self.options.create_schema:
+                    self.db.create_schema()
+                self.user_ids = self.db.user_ids(self.options.user_ids) if self.options.user_ids else None
+            else:
+                self.user_ids = _canonical_ids(self.options.user_ids)
+            self._read(stream, source)
+            self._check_checksums()
+            if use_db:
+                self._apply_configs()
+                self._apply_tables()
+                if self.options.dry_run:
+                    self.db.rollback()
+                else:
+                    self.db.execute("COMMIT")
+        except BaseException:
+            if use_db:
+                self.db.rollback()
+            self._discard_staged_objects()
+            raise
+        if self.options.dry_run:
+            self._discard_staged_objects()
+            self._count_stale_documents(delete=False)
+        else:
+            self._promote_objects()
+            if self.options.mode == "replace" and self.options.include_files and self.storage:
+                self._count_stale_documents(delete=True)
+        return self.summary
+
+    def _read(self, stream: BinaryIO, source: str) -> None:
+        walk = members(stream, source)
+        first = next(walk, None)
+        if first is None:
+            raise ArchiveError("empty archive")
+        _, self.digests[layout.METADATA] = read_metadata(first)
+        names = NameSet()
+        names.add(first.name)
+        for member in walk:
+            problem = member_name_problem(member)
+            if problem:
+                raise ArchiveError(f"{member.name}: {problem}")
+            if not names.add(member.name):
+                raise ArchiveError(f"{member.name}: appears more than once in the archive")
+            if member.type == "file":
+                self._member(member)
+
+    def _member(self, member) -> None:
+        entry = layout.classify(member.name)
+        content = HashedContent(member)
+        if entry.kind == "checksums":
+            self.checksums = parse_checksum_member(content, member.name)
+            return
+        if entry.kind == "table":
+            self._table(entry.table, content, member.name)
+        elif entry.kind == "document":
+            self._document(entry, content, member)
+        elif entry.kind == "config":
+            self._config(entry, content, member)
+        self.digests[member.name] = content.finish()
+
+    def _wanted_table(self, table: str) -> bool:
+        if self.db is None or not self.options.include_db or table in schema.TRANSIENT:
+            return False
+        if self.options.tables is not None and table not in self.options.tables:
+            return False
+        if self.user_ids is not None and schema.user_column(table) is None:
+            return False
+        if table not in self.db.table_names():
+            self.warn(f"{layout.table_member(table)}: no table {table} in the target database: skipped")
+            return False
+        return True
+
+    def _table(self, table: str, content: HashedContent, name: str) -> None:
+        if not self._wanted_table(table):
+            return
+        source = RowSource(buffered(content), name)
+        stage, result = rows.stage_rows(self.db, table, source, user_ids=self.user_ids, warn=self.warn)
+        self.stages[table] = (stage, result)
+
+    def _wanted_user(self, user_id: str) -> bool:
+        return self.user_ids is None or user_id in self.user_ids
+
+    def _document(self, entry, content: HashedContent, member) -> None:
+        if self.storage is None or not self.options.include_files or not self._wanted_user(entry.user_id):
+            return
+        key = layout.storage_key(entry.user_id, entry.path)
+        self.restored_keys.add(key)
+        self.summary.documents += 1
+        self.summary.document_bytes += member.size
+        if self.options.dry_run:
+            return
+        staged = self.prefix + key
+        self.storage.write(staged, content.chunks(), member.size)
+        self.staged_objects.append((staged, key))
+
+    def _config(self, entry, content: HashedContent, member) -> None:
+        if member.size > MAX_CONFIG_BYTES:
+            raise ArchiveError(f"{member.name}: {member.size} bytes is too large for an rmapi.conf")
+        if entry.path == "rmapi.conf" and self._wanted_user(entry.user_id):
+            text = b"".join(content.chunks()).decode("utf-8", "replace")
+            self.configs.append((entry.user_id, text, member.name))
+
+    def _check_checksums(self) -> None:
+        if self.checksums is None:
+            return
+        for name, digest in self.checksums.items():
+            actual = self.digests.get(name)
+            if actual is None:
+                raise ArchiveError(f"{name}: listed in {layout.CHECKSUMS} but missing from the archive")
+            if actual != digest:
+                raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {digest}")
+
+    # -- applying ------------------------------------------------------------
+
+    def _apply_configs(self) -> None:
+        """Old archives keep each user's pairing as a file: it becomes users.rmapi_config."""
+        staged = self.stages.get("users")
+        if staged is None or not self.configs:
+            return
+        stage = staged[0]
+        for user_id, text, name in self.configs:
+            self.db.execute(
+                f"UPDATE {stage.name} SET {quote_ident('rmapi_config')} = {quote_literal(text)}"
+                f" WHERE CAST(id AS TEXT) = {quote_literal(user_id)}"
+                f" AND ({quote_ident('rmapi_config')} IS NULL OR {quote_ident('rmapi_config')} = '')"
+            )
+
+    def _apply_tables(self) -> None:
+        order = schema.dependency_order(self.stages)
+        mode = "replace" if self.options.mode == "replace" else "upsert"
+        if mode == "replace":
+            for table in reversed(order):
+                stage, result = self.stages[table]
+                result.removed = self.db.remove_stale(stage, self._scope(table))
+        for table in order:
+            stage, result = self.stages[table]
+            result.written = self.db.insert(stage, "upsert")
+            self.summary.tables[table] = {
+                "rows": result.staged, "written": result.written, "removed": result.removed,
+            }
+
+    def _scope(self, table: str) -> tuple[str, ...] | None:
+        return self.user_ids if self.user_ids is not None and schema.user_column(table) else None
+
+    # -- objects -------------------------------------------------------------
+
+    def _promote_objects(self) -> None:
+        for staged, key in self.staged_objects:
+            self.storage.promote(staged, key)
+        self.staged_objects.clear()
+
+    def _discard_staged_objects(self) -> None:
+        for staged, _ in self.staged_objects:
+            try:
+                self.storage.delete(staged)
+            except Exception:
+                pass  # best effort: the failure being reported matters more
+        self.staged_objects.clear()
+
+    def _count_stale_documents(self, delete: bool) -> None:
+        if self.storage is None or not self.options.include_files or self.options.mode != "replace":
+            return
+        prefixes = [f"users/{u}/pdfs/" for u in self.user_ids] if self.user_ids is not None else ["users/"]
+        stale = [
+            info.key
+            for prefix in prefixes
+            for info in self.storage.list(prefix)
+            if layout.document_of_key(info.key) and info.key not in self.restored_keys
+        ]
+        self.summary.stale_documents = len(stale)
+        if delete:
+            for key in stale:
+                self.storage.delete(key)
+
+
+def _canonical_ids(ids) -> tuple[str, ...] | None:
+    if ids is None:
+        return None
+    from ..values import _uuid
+
+    try:
+        return tuple(_uuid(i, None) for i in ids)
+    except ValueError:
+        raise InputError("without --db, --user takes user ids (uuids), not names") from None
+
+
+def restore(stream: BinaryIO, source: str, db: Database | None, storage: Storage | None,
+            options: RestoreOptions, warn: Callable[[str], None]) -> RestoreSummary:
+    return Restore(db, storage, options, warn).run(stream, source)

@@ -1,0 +1,70 @@
+"""aviary unpack: extract an archive to a folder, or restore it."""
+
+import click
+
+from ..archive.extract import extract
+from ..archive.restore import RestoreOptions, restore
+from ..progress import CountingReader, Progress
+from .common import archive_argument, closing, comma_list, db_option, info, input_name, open_db, \
+    open_storage, progress_option, storage_options, user_option, warn
+
+
+@click.command("unpack")
+@archive_argument
+@click.option("-C", "--directory", metavar="DIR", help="Extract the members into DIR instead of restoring.")
+@db_option
+@storage_options
+@user_option
+@click.option("--mode", type=click.Choice(["replace", "merge"]), default="replace", show_default=True,
+              help="replace: the target becomes the archive (within --user); merge: add and update only.")
+@click.option("--tables", metavar="A,B", help="Only these tables.")
+@click.option("--no-db", is_flag=True, help="Leave the database as it is.")
+@click.option("--no-files", is_flag=True, help="Leave the documents as they are.")
+@click.option("--create-schema", is_flag=True, help="Create Aviary's tables first where missing.")
+@click.option("--dry-run", is_flag=True, help="Check everything against the target, report, write nothing.")
+@progress_option
+def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, mode,
+            tables, no_db, no_files, create_schema, dry_run, progress):
+    """Restore ARCHIVE (default: stdin; plain or gzip) into a database and storage.
+
+    The database part is one transaction: any bad row, corrupt member or
+    failed check leaves the old database as it was.  Documents are written
+    aside first, moved into place after the commit, and stale ones removed
+    only then.  With -C DIR the members are extracted safely into DIR.
+
+    \b
+      aws s3 cp s3://backups/aviary.tar.gz - | aviary unpack --db postgresql://... --storage s3://bucket
+      aviary unpack --user alice --dry-run < aviary.tar
+      aviary unpack -C /tmp/look < aviary.tar
+    """
+    meter = Progress("unpack", progress)
+    stream = CountingReader(archive, meter)
+    source = input_name(archive)
+    if directory:
+        summary = extract(stream, source, directory)
+        meter.done()
+        info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
+        return
+    options = RestoreOptions(mode, tuple(users) if users else None, comma_list(tables), not no_db,
+                             not no_files, create_schema, dry_run)
+    storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
+    db = None if no_db else open_db(db_url, create=create_schema)
+    with closing(db) if db else _nothing():
+        summary = restore(stream, source, db, storage, options, warn)
+    meter.done()
+    report = info if not dry_run else _always
+    for table, counts in sorted(summary.tables.items()):
+        report(f"{table}: {counts['rows']} row(s) in the archive, {counts['written']} written, "
+               f"{counts['removed']} removed" + (" (dry run)" if dry_run else ""))
+    report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
+           f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+def _always(message: str) -> None:
+    click.echo(f"aviary unpack: {message}", err=True)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()

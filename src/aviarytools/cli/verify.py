@@ -1,0 +1,60 @@
+"""aviary verify: check an archive in one streaming pass."""
+
+import json
+import re
+
+import click
+
+from ..archive.verify import verify
+from ..progress import CountingReader, Progress
+from .common import archive_argument, input_name, progress_option, stdout_binary
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r}: expected a duration like 26h, 90m or 7d")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@click.command("verify")
+@archive_argument
+@click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
+@click.option("--max-age", metavar="DURATION",
+              help="Also fail when the archive was exported longer ago than this (e.g. 26h, 7d).")
+@progress_option
+def command(archive, as_json, max_age, progress):
+    """Check ARCHIVE (default: stdin; plain or gzip) without extracting it.
+
+    Tar structure and truncation, metadata.json first and well formed, every
+    table a JSON array of objects, checksums, metadata totals against the
+    content, references (users of every row and document folder) and
+    duplicate keys.  A summary goes to stderr; exit 0 clean, 1 problems.
+
+    \b
+      gunzip -c aviary.tar.gz | aviary verify
+      aviary verify --max-age 26h backup.tar.gz || mail -s 'stale backup' ops@example.org
+    """
+    limit = parse_duration(max_age)
+    meter = Progress("verify", progress)
+    problems = 0
+    out = stdout_binary()
+    for finding in verify(CountingReader(archive, meter), input_name(archive), limit):
+        if finding.severity == "problem":
+            problems += 1
+        if as_json:
+            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
+        elif finding.severity == "problem":
+            click.echo(f"aviary verify: {finding}", err=True)
+    out.flush()
+    meter.done()
+    if not as_json or problems:
+        click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
+                   if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
+    if problems:
+        raise SystemExit(1)
