@@ -29,7 +29,8 @@ CASES = {
     "missing key column": (ndjson({"value": "x"}), "line 1, column key: missing"),
     "10 MB string": (ndjson({"key": "b", "value": "x" * 10_000_000}), "line 1, column value: string of 10000000 bytes"),
     "key conflict": (ndjson({"key": "b"}, {"key": "a", "value": "dup"}), "line 2: key key=a already exists"),
-    "duplicate in input": (ndjson({"key": "z"}, {"key": "z"}), "line 2: key key=z already exists"),
+    "duplicate in input": (ndjson({"key": "z"}, {"key": "z"}), "line 2: duplicate key key=z (also on line 1)"),
+    "after blank lines": (b"\n\n" + ndjson({"key": 5}), "line 3, column key: expected a string"),
     "no such parent": (ndjson({"key": "b", "updated_by": "00000000-0000-4000-8000-000000000009"}),
                        "line 1, column updated_by: no users row has id 00000000-0000-4000-8000-000000000009"),
     "invalid UTF-8": (b'{"key": "\xff"}\n', "line 1: invalid UTF-8"),
@@ -85,3 +86,16 @@ def test_missing_sqlite_file_is_an_error_not_a_new_file(tmp_path):
     line = one_line_error(aviary("tables", "--db", str(tmp_path / "nope.db")))
     assert "no such SQLite database" in line
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_replace_cannot_remove_a_user_others_still_reference(url):
+    # The fixture's database has no users; make two, then let a setting name one.
+    make_db(url, populate=False)
+    from aviarytools import sample
+    users = sample.sample_rows(users=2)["users"]
+    ok("load-table", "users", "--db", url, input=ndjson(*users))
+    ok("load-table", "system_settings", "--db", url, "--mode", "upsert",
+       input=ndjson({"key": "a", "updated_by": users[0]["id"]}))
+    line = one_line_error(aviary("load-table", "users", "--db", url, "--mode", "replace",
+                                 input=ndjson(users[1])))
+    assert "users: cannot remove rows missing from the input: other rows still reference them" in line

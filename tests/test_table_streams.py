@@ -212,3 +212,18 @@ def test_the_environment_names_the_database_like_aviary_does(tmp_path, pg_server
            "DB_USER": pg_server.user, "DB_PASSWORD_FILE": str(password_file),
            "DB_NAME": pg_url.rsplit("/", 1)[1]}
     assert b'"users"' in ok("tables", env=env)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_upsert_updates_only_the_columns_the_input_has(engine, tmp_path, pg_url):
+    url = pg_url if engine == "postgres" else str(tmp_path / "a.db")
+    make_db(url, users=2, nanos=False)
+    before = {json.loads(x)["id"]: json.loads(x) for x in ok("dump-table", "users", "--db", url).splitlines()}
+    partial = ok("dump-table", "users", "--db", url, "--columns", "id,username,email,password")
+    renamed = partial.replace(b"@example.org", b"@example.net")
+    ok("load-table", "users", "--db", url, "--mode", "upsert", input=renamed)
+    after = {json.loads(x)["id"]: json.loads(x) for x in ok("dump-table", "users", "--db", url).splitlines()}
+    for user_id, row in after.items():
+        assert row["email"].endswith("@example.net")
+        assert {k: v for k, v in row.items() if k != "email"} == \
+               {k: v for k, v in before[user_id].items() if k != "email"}

@@ -23,17 +23,18 @@ def _refuse_constant(name: str):
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def _peek_first_byte(stream: BinaryIO) -> bytes:
-    """The first non-whitespace byte, left unread in `stream` (a BufferedReader)."""
+def _skip_space(stream: BinaryIO) -> tuple[bytes, int]:
+    """The first non-whitespace byte (left unread) and the newlines skipped."""
+    newlines = 0
     while True:
         head = stream.peek(1)
         if not head:
-            return b""
+            return b"", newlines
         stripped = head.lstrip(b" \t\r\n")
+        skipped = stream.read(len(head) - len(stripped))
+        newlines += skipped.count(b"\n")
         if stripped:
-            stream.read(len(head) - len(stripped))
-            return stripped[:1]
-        stream.read(len(head))
+            return stripped[:1], newlines
 
 
 class RowSource:
@@ -46,7 +47,7 @@ class RowSource:
             stream = io.BufferedReader(stream, 1 << 16)
         self.stream = stream
         self.name = name
-        first = _peek_first_byte(stream)
+        first, self.first_line = _skip_space(stream)
         self.is_array = first == b"["
         self.is_null = first == b"n"
         self.unit = "item" if self.is_array else "line"
@@ -66,7 +67,7 @@ class RowSource:
         return iter(())
 
     def _lines(self) -> Iterator[tuple[int, object]]:
-        number = 0
+        number = self.first_line
         while True:
             raw = self.stream.readline(MAX_LINE_BYTES + 1)
             if not raw:

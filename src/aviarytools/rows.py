@@ -110,9 +110,14 @@ def stage_rows(db: Database, table_name: str, source: RowSource, *,
     result = LoadResult(table_name)
     owner = _owner_index(table, user_ids)
     wanted = frozenset(user_ids or ())
+    present: set[str] = set()
+    last_keys = None
     try:
         for position, row in (source if rows is None else rows):
             values = convert(position, row)
+            if row.keys() != last_keys:
+                last_keys = row.keys()
+                present.update(last_keys)
             if owner is not None and values[owner] not in wanted:
                 result.skipped_users += 1
                 continue
@@ -121,6 +126,7 @@ def stage_rows(db: Database, table_name: str, source: RowSource, *,
         stage.abort(error)
         raise
     stage.finish()
+    stage.present = present & set(table.column_names)
     result.staged = stage.rows
     result.rounded = dict(getattr(stage, "rounded", {}))
     return stage, result

@@ -13,7 +13,7 @@ from .common import closing, comma_list, db_option, open_db, stdout_binary, user
 @user_option
 @click.option("--columns", metavar="A,B", help="Only these columns, in this order.")
 @click.option("--where", metavar="SQL", help="Only rows matching this SQL condition.")
-@click.option("--limit", type=click.IntRange(min=0), help="At most N rows.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="At most N rows.")
 def command(table, db_url, users, columns, where, limit):
     """Write TABLE's rows to stdout, one canonical JSON object per line.
 

@@ -19,7 +19,7 @@ def command(db_url):
     """
     with closing(open_db(db_url)) as db, db.snapshot():
         lines = (
-            json.dumps({"table": name, "rows": db.count(db.table(name), EVERYTHING)}).encode()
+            json.dumps({"table": name, "rows": db.count(db.table(name), EVERYTHING)}, separators=(",", ":")).encode()
             for name in db.table_names()
         )
         rows.write_lines(lines, stdout_binary())

@@ -30,6 +30,7 @@ class Stage:
     def __init__(self, db: "Database", table: Table, name: str, where: Callable[[int], str]):
         self.db, self.table, self.name, self.where = db, table, name, where
         self.rows = 0
+        self.present: set[str] = set(table.column_names)  # columns the input gave
 
     def add(self, src: int, values: tuple) -> None:
         raise NotImplementedError
@@ -223,7 +224,7 @@ class Database(ABC):
             f"DELETE FROM {q(table.name)} AS t WHERE {scope}"
             f"NOT EXISTS (SELECT 1 FROM {stage.name} AS s WHERE {match})"
         )
-        return self._apply(stage, sql)
+        return self._apply(stage, sql, deleting=True)
 
     def insert(self, stage: Stage, mode: str) -> int:
         """Move the staged rows into the table as `mode` says; returns rows written."""
@@ -243,7 +244,7 @@ class Database(ABC):
             updates = ", ".join(
                 f"{q(c.name)} = excluded.{q(c.name)}"
                 for c in table.columns
-                if c.name not in table.primary_key
+                if c.name not in table.primary_key and c.name in stage.present
             )
             sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
         return self._apply(stage, sql)
@@ -261,20 +262,20 @@ class Database(ABC):
         if found:
             first, second = found[0]
             raise InputError(
-                f"{stage.where(second)}: duplicate key {self._key_text(stage, second)}"
-                f" (also on {stage.where(first)})"
+                f"{stage.where(second)}: duplicate key"
+                f" {self._shown(stage, stage.table.primary_key, second)} (also on {stage.where(first)})"
             )
 
-    def _key_text(self, stage: Stage, src: int) -> str:
-        keys = stage.table.primary_key
-        row = self.execute(
-            f"SELECT {', '.join(self.text_sql(k) for k in keys)} FROM {stage.name} WHERE _src = {int(src)}"
-        )[0]
-        return ", ".join(f"{k}={v}" for k, v in zip(keys, row))
-
     @abstractmethod
-    def _apply(self, stage: Stage, sql: str) -> int:
+    def _apply(self, stage: Stage, sql: str, deleting: bool = False) -> int:
         """Run `sql`; on a constraint error, raise InputError naming the row."""
+
+    @staticmethod
+    def still_referenced(stage: Stage, detail: str) -> InputError:
+        return InputError(
+            f"table {stage.table.name}: cannot remove rows missing from the input:"
+            f" other rows still reference them ({detail})"
+        )
 
     def explain_violation(self, stage: Stage, message: str, unique_columns=None) -> InputError:
         """The InputError for a constraint `message`, naming the first offending row."""
@@ -315,21 +316,26 @@ class Database(ABC):
                 f"SELECT s._src FROM {stage.name} AS s WHERE EXISTS (SELECT 1 FROM"
                 f" {q(table.name)} AS t WHERE {match}{other_row}) ORDER BY s._src LIMIT 1"
             )
-            if not found:
-                keys = ", ".join(q(c) for c in columns)
-                found = self.execute(
-                    f"SELECT max(_src) FROM {stage.name} GROUP BY {keys}"
-                    f" HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
-                )
             if found:
                 src = found[0][0]
-                values = self.execute(
-                    f"SELECT {', '.join(self.text_sql(c) for c in columns)} FROM {stage.name}"
-                    f" WHERE _src = {int(src)}"
-                )[0]
-                shown = ", ".join(f"{c}={v}" for c, v in zip(columns, values))
-                return f"{stage.where(src)}: key {shown} already exists in {table.name}"
+                return f"{stage.where(src)}: key {self._shown(stage, columns, src)} already exists in {table.name}"
+            keys = ", ".join(q(c) for c in columns)
+            found = self.execute(
+                f"SELECT min(_src), max(_src) FROM {stage.name} GROUP BY {keys}"
+                f" HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
+            )
+            if found:
+                first, src = found[0]
+                return (f"{stage.where(src)}: duplicate key {self._shown(stage, columns, src)}"
+                        f" (also on {stage.where(first)})")
         return None
+
+    def _shown(self, stage: Stage, columns, src: int) -> str:
+        values = self.execute(
+            f"SELECT {', '.join(self.text_sql(c) for c in columns)} FROM {stage.name}"
+            f" WHERE _src = {int(src)}"
+        )[0]
+        return ", ".join(f"{c}={v}" for c, v in zip(columns, values))
 
     # -- schema --------------------------------------------------------------
 

@@ -285,7 +285,7 @@ class PostgresDatabase(Database):
         self.execute(f"ALTER TABLE {name} ADD COLUMN _src bigint")
         return PostgresStage(self, table, name, where)
 
-    def _apply(self, stage: Stage, sql: str) -> int:
+    def _apply(self, stage: Stage, sql: str, deleting: bool = False) -> int:
         self.execute("SAVEPOINT aviary_apply")
         try:
             cursor = self.conn.execute(sql)
@@ -302,7 +302,7 @@ class PostgresDatabase(Database):
         detail = e.diag.message_detail or ""
         message = f"{_first_line(e)} {detail}".strip()
         if isinstance(e, pgerrors.ForeignKeyViolation) and "still referenced" in detail:
-            return InputError(f"table {stage.table.name}: cannot delete rows missing from the input: {detail}")
+            return self.still_referenced(stage, redact(detail))
         unique = None
         if isinstance(e, pgerrors.UniqueViolation) and e.diag.constraint_name:
             unique = self._index_columns(e.diag.constraint_name)

@@ -222,12 +222,14 @@ class SQLiteDatabase(Database):
         self.execute(f"ALTER TABLE {name} ADD COLUMN _src INTEGER")
         return SQLiteStage(self, table, name, where)
 
-    def _apply(self, stage: Stage, sql: str) -> int:
+    def _apply(self, stage: Stage, sql: str, deleting: bool = False) -> int:
         self.execute("SAVEPOINT aviary_apply")
         try:
             cursor = self.conn.execute(sql)
         except sqlite3.IntegrityError as e:
             self.execute("ROLLBACK TO aviary_apply")
+            if deleting:
+                raise self.still_referenced(stage, str(e)) from None
             raise self.explain_violation(stage, str(e), _unique_columns(str(e))) from None
         except sqlite3.Error as e:
             self.execute("ROLLBACK TO aviary_apply")
