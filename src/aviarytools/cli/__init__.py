@@ -3,10 +3,10 @@
 import click
 
 from .. import __version__
-from . import cat, dump_table, info, init_schema, load_table, ls, pack, tables, unpack, verify
+from . import cat, doctor, dump_table, info, init_schema, load_table, ls, pack, tables, unpack, verify
 from .common import Group, run_main
 
-COMMANDS = (dump_table, load_table, tables, init_schema, pack, unpack, verify, ls, cat, info)
+COMMANDS = (dump_table, load_table, tables, init_schema, pack, unpack, verify, ls, cat, info, doctor)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

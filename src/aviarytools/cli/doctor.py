@@ -1,0 +1,73 @@
+"""aviary doctor: check a live installation, or compare it with an archive."""
+
+import json
+
+import click
+
+from ..doctor import PROBLEM, check_installation, compare
+from ..progress import CountingReader, Progress
+from .common import closing, db_option, input_name, open_db, open_storage, progress_option, \
+    stdout_binary, storage_options, user_option
+
+
+@click.command("doctor")
+@db_option
+@storage_options
+@click.option("--deep", is_flag=True, help="Also read every object end to end (S3: check sizes and MD5 ETags).")
+@click.option("--against", "archive", metavar="ARCHIVE", type=click.File("rb"),
+              help="Compare the installation with ARCHIVE (a path, or - for stdin; plain or gzip).")
+@user_option
+@click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
+@progress_option
+def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, deep, archive, users, as_json,
+            progress):
+    """Check the live database and documents; exit 0 healthy, 1 problems.
+
+    Database: SQLite's integrity and foreign key checks, rows naming no user,
+    duplicates in unique columns.  Storage: users/<x>/ folders that are no
+    user's, objects outside users/<uuid>/pdfs/, empty documents; with --deep
+    every object is read.  Expired sessions and API keys and each user's
+    documents are reported as information.
+
+    With --against ARCHIVE (after a restore) the installation is compared
+    with the archive instead, in one pass: every row equal, every document
+    with the same XXH128, and what is only on one side.
+
+    \b
+      aviary doctor --db sqlite:///data/aviary.db --storage /data --deep
+      aviary doctor --against /backups/aviary-2025-07-27.tar.gz --json | jq -c 'select(.severity == "problem")'
+    """
+    if archive is not None and deep:
+        raise click.UsageError("--deep does not apply with --against (which reads every archived document)")
+    if users and archive is None:
+        raise click.UsageError("--user applies with --against only")
+    storage = open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
+    db = open_db(db_url)
+    meter = Progress("doctor", progress)
+    with closing(db), storage:
+        if archive is not None:
+            findings = compare(CountingReader(archive, meter), input_name(archive), db, storage,
+                               tuple(users) or None)
+        else:
+            findings = check_installation(db, storage, deep=deep, progress=meter if deep else None)
+        problems = report(findings, as_json)
+    meter.done()
+    click.echo(f"aviary doctor: {problems} problem(s) found" if problems else "aviary doctor: no problems found",
+               err=True)
+    if problems:
+        raise SystemExit(1)
+
+
+def report(findings, as_json: bool) -> int:
+    """Print the findings (human lines on stderr, or NDJSON on stdout); returns the problems."""
+    problems = 0
+    out = stdout_binary()
+    for finding in findings:
+        if finding.severity == PROBLEM:
+            problems += 1
+        if as_json:
+            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
+            out.flush()
+        else:
+            click.echo(f"aviary doctor: {finding.severity}: {finding}", err=True)
+    return problems
