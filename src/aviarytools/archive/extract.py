@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import ArchiveError
+from ..errors import ArchiveError, StorageError
 from ..tar import NameSet, member_name_problem, parse_checksums
 from . import layout
 from .reading import HashedContent, members
@@ -29,6 +29,7 @@ class Extraction:
     def __init__(self, destination: str):
         self.root = Path(destination).absolute()
         self.pending: list[tuple[Path, Path]] = []
+        self.files: set[Path] = set()
         self.digests: dict[str, str] = {}
         self.checksums: dict[str, str] | None = None
         self.summary = ExtractSummary()
@@ -61,9 +62,14 @@ class Extraction:
                 continue
             if part.is_symlink():
                 raise ArchiveError(f"{name}: {part} is a symbolic link in the target folder")
+            if part in self.files:
+                shown = part.relative_to(self.root).as_posix()
+                raise ArchiveError(f"{shown}: both a file and a folder in the archive")
             if not part.exists():
                 part.mkdir(mode=0o700)
                 os.chmod(part, 0o700)
+            elif not part.is_dir():
+                raise ArchiveError(f"{name}: {part} exists and is not a folder")
         if not folder.resolve().is_relative_to(self.real_root):
             raise ArchiveError(f"{name}: would be written outside {self.root}")
         return folder
@@ -89,6 +95,7 @@ class Extraction:
         final = folder / base
         if final.is_symlink() or (final.exists() and not final.is_file()):
             raise ArchiveError(f"{name}: {final} exists and is not a regular file")
+        self.files.add(final)
         temp = folder / f".aviary-tmp-{secrets.token_hex(6)}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.pending.append((temp, final))
@@ -111,4 +118,7 @@ class Extraction:
 
 
 def extract(stream: BinaryIO, source: str, destination: str) -> ExtractSummary:
-    return Extraction(destination).run(stream, source)
+    try:
+        return Extraction(destination).run(stream, source)
+    except OSError as e:
+        raise StorageError(f"{e.filename or destination}: {e.strerror or e}") from None

@@ -105,7 +105,11 @@ class Restore:
         first = next(walk, None)
         if first is None:
             raise ArchiveError("empty archive")
-        _, self.digests[layout.METADATA] = read_metadata(first)
+        metadata, self.digests[layout.METADATA] = read_metadata(first)
+        ours = metadata.get("aviarytools")
+        if isinstance(ours, dict) and ours.get("redacted"):
+            self.warn(f"{layout.METADATA}: a --redact export: passwords, API key and session hashes, "
+                      "reset tokens and rmapi pairings come back empty")
         names = NameSet()
         names.add(first.name)
         for member in walk:
@@ -202,6 +206,7 @@ class Restore:
         order = schema.dependency_order(self.stages)
         mode = "replace" if self.options.mode == "replace" else "upsert"
         if mode == "replace":
+            self._release_leaving_users()
             for table in reversed(order):
                 stage, result = self.stages[table]
                 result.removed = self.db.remove_stale(stage, self._scope(table))
@@ -211,6 +216,26 @@ class Restore:
             self.summary.tables[table] = {
                 "rows": result.staged, "written": result.written, "removed": result.removed,
             }
+
+    def _release_leaving_users(self) -> None:
+        """system_settings.updated_by does not cascade: a user who is not in the archive
+        could not be removed while a setting names them.  Aviary's restore sets it to null."""
+        staged = self.stages.get("users")
+        if staged is None or "system_settings" not in self.db.table_names():
+            return
+        if not self.db.table("system_settings").has_column("updated_by"):
+            return
+        where = (f"updated_by IS NOT NULL AND NOT EXISTS"
+                 f" (SELECT 1 FROM {staged[0].name} AS s WHERE s.id = system_settings.updated_by)")
+        if self.user_ids is not None:
+            where += f" AND updated_by IN ({', '.join(self.db.uuid_literal(u) for u in self.user_ids)})"
+        released = self.db.execute(f"SELECT count(*) FROM system_settings WHERE {where}")[0][0]
+        if not released:
+            return
+        self.db.execute(f"UPDATE system_settings SET updated_by = NULL WHERE {where}")
+        if "system_settings" not in self.stages:
+            self.warn(f"system_settings: updated_by set to null in {released} row(s): "
+                      "their user is not in the archive")
 
     def _scope(self, table: str) -> tuple[str, ...] | None:
         return self.user_ids if self.user_ids is not None and schema.user_column(table) else None
@@ -233,6 +258,8 @@ class Restore:
     def _count_stale_documents(self, delete: bool) -> None:
         if self.storage is None or not self.options.include_files or self.options.mode != "replace":
             return
+        if isinstance(self.storage, FilesystemStorage) and not self.storage.root.exists():
+            return  # a dry run into a folder not made yet: nothing there can be stale
         prefixes = [f"users/{u}/pdfs/" for u in self.user_ids] if self.user_ids is not None else ["users/"]
         stale = [
             info.key

@@ -1,11 +1,14 @@
 """aviary pack: a whole installation as one tar stream on stdout."""
 
+import contextlib
 import os
+import secrets
 import sys
 
 import click
 
 from ..archive.pack import PackOptions, pack
+from ..errors import AviaryError
 from ..progress import CountingWriter, Progress
 from ..tar import gzip_output
 from .common import closing, comma_list, db_option, info, open_db, open_storage, progress_option, \
@@ -79,26 +82,57 @@ class _NoDatabase:
 
 
 class _output:
-    """stdout, or FILE written as FILE.partial (0600) and renamed when complete."""
+    """stdout, or FILE written as FILE.partial-<random> (0600) and renamed when complete."""
 
     def __init__(self, path):
         self.path = path
 
     def __enter__(self):
         if self.path is None:
-            return sys.stdout.buffer
-        self.partial = self.path + ".partial"
-        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            self.file = sys.stdout.buffer
+            return self
+        # A new name of our own: never written through a file or link someone left there.
+        self.partial = f"{self.path}.partial-{secrets.token_hex(4)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with self._named():
+            fd = os.open(self.partial, flags, 0o600)
         os.fchmod(fd, 0o600)
         self.file = open(fd, "wb")
-        return self.file
+        return self
+
+    def write(self, data) -> int:
+        with self._named():
+            return self.file.write(data)
+
+    def flush(self) -> None:
+        with self._named():
+            self.file.flush()
 
     def __exit__(self, kind, error, tb):
         if self.path is None:
-            sys.stdout.buffer.flush()
+            if kind is None:
+                self.flush()
             return
-        self.file.close()
-        if kind is None:
-            os.replace(self.partial, self.path)
-        else:
-            os.unlink(self.partial)
+        done = False
+        try:
+            if kind is None:
+                with self._named():
+                    self.file.flush()
+                    os.fsync(self.file.fileno())  # on disk before it takes FILE's name
+                    os.replace(self.partial, self.path)
+                done = True
+        finally:
+            with contextlib.suppress(OSError):  # the error that stopped us is the one to report
+                self.file.close()
+            if not done:
+                os.unlink(self.partial)
+
+    @contextlib.contextmanager
+    def _named(self):
+        """A full disk or a missing folder: one line naming FILE, not a traceback."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise  # the reader went away: ends quietly, as `| head` does
+        except OSError as e:
+            raise AviaryError(f"{self.path or 'stdout'}: {e.strerror or e}") from None

@@ -1,9 +1,13 @@
 """aviary unpack: extract an archive to a folder, or restore it."""
 
+import os
+
 import click
 
 from ..archive.extract import extract
 from ..archive.restore import RestoreOptions, restore
+from ..config import resolve_db_url
+from ..db import connect
 from ..progress import CountingReader, Progress
 from .common import archive_argument, closing, comma_list, db_option, info, input_name, open_db, \
     open_storage, progress_option, storage_options, user_option, warn
@@ -48,7 +52,7 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
     options = RestoreOptions(mode, tuple(users) if users else None, comma_list(tables), not no_db,
                              not no_files, create_schema, dry_run)
     storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
-    db = None if no_db else open_db(db_url, create=create_schema)
+    db = None if no_db else _open_target(db_url, create_schema, dry_run)
     with closing(db) if db else _nothing():
         summary = restore(stream, source, db, storage, options, warn)
     meter.done()
@@ -58,6 +62,16 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
                f"{counts['removed']} removed" + (" (dry run)" if dry_run else ""))
     report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+def _open_target(db_url, create_schema, dry_run):
+    """A dry run into a SQLite file not made yet checks against an empty database in
+    memory: it must leave no new file behind."""
+    url = resolve_db_url(db_url)
+    if dry_run and create_schema and not url.startswith(("postgres://", "postgresql://")):
+        if not os.path.exists(url.removeprefix("sqlite:").removeprefix("//").split("?", 1)[0]):
+            return connect(":memory:", create=True)
+    return open_db(url, create=create_schema)
 
 
 def _always(message: str) -> None:

@@ -14,12 +14,21 @@ from aviarytools.errors import ConfigError, redact, register_secret
 
 from .base import ObjectInfo, Storage
 from .filesystem import FilesystemStorage
-from .s3 import S3Storage, make_client
 
 __all__ = [
     "FilesystemStorage", "ObjectInfo", "S3Storage", "Storage",
     "open_storage", "resolve_storage", "storage_from_env",
 ]
+
+
+def __getattr__(name: str):
+    # boto3 takes half a second to import: only commands that reach S3 pay for it.
+    if name in ("S3Storage", "make_client"):
+        from . import s3
+
+        return getattr(s3, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -78,6 +87,8 @@ def _folder(path: str, url: str) -> FilesystemStorage:
 
 
 def _bucket(url, environ, endpoint, region, path_style, access_key, secret_key) -> S3Storage:
+    from .s3 import S3Storage, make_client
+
     bucket, _, prefix = url[len("s3://"):].partition("/")
     if not bucket or "@" in bucket or ":" in bucket:
         raise ConfigError(f"{redact(url)}: expected s3://bucket or s3://bucket/prefix "

@@ -1,0 +1,289 @@
+"""What the archive tests share: snapshots of a database and a storage, pipes, S3 settings,
+and archives written the way Aviary itself writes them."""
+
+import gzip
+import io
+import json
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+from datetime import datetime, timedelta
+
+import xxhash
+
+from aviarytools import rows, sample
+from aviarytools.db import connect
+from aviarytools.rowinput import RowSource
+from aviarytools.storage import open_storage
+from helpers import AVIARY, DATA_TABLES
+
+
+# --- what an installation holds -------------------------------------------------------------
+
+
+def dump_tables(url: str, tables=DATA_TABLES) -> dict[str, bytes]:
+    """dump-table's output (the very same code path) for every data table, in one process:
+    the comparisons run often, and a command start costs most of a second."""
+    db = connect(url)
+    try:
+        with db.snapshot():
+            dumped = {}
+            for table in tables:
+                out = io.BytesIO()
+                rows.write_lines(rows.dump(db, table), out)
+                dumped[table] = out.getvalue()
+            return dumped
+    finally:
+        db.close()
+
+
+def objects(storage) -> dict[str, str]:
+    """Every object of a storage (a folder path or a Storage) with its XXH128."""
+    store = open_storage(str(storage)) if isinstance(storage, (str, os.PathLike)) else storage
+    found = {}
+    for info in store.list():
+        hasher = xxhash.xxh3_128()
+        for chunk in store.read(info.key):
+            hasher.update(chunk)
+        found[info.key] = hasher.hexdigest()
+    return found
+
+
+def state(url: str, storage) -> tuple[dict, dict]:
+    """The whole installation, to compare before and after."""
+    return dump_tables(url), objects(storage)
+
+
+def installation(url: str, storage, **options) -> dict[str, list[dict]]:
+    """Aviary's schema at `url`, sample rows in it and their document files in `storage`
+    (a folder path or a Storage)."""
+    db = connect(url, create=True)
+    try:
+        with db.transaction():
+            db.create_schema()
+        store = open_storage(str(storage)) if isinstance(storage, (str, os.PathLike)) else storage
+        return sample.populate(db, store, **options)
+    finally:
+        db.close()
+
+
+def load_rows(url: str, tables: dict[str, list[dict]]) -> None:
+    """Aviary's schema at `url` holding exactly `tables` (a reference to compare with)."""
+    db = connect(url, create=True)
+    try:
+        with db.transaction():
+            db.create_schema()
+        for name in DATA_TABLES:
+            data = b"".join(json.dumps(r).encode() + b"\n" for r in tables.get(name, []))
+            rows.load(db, name, RowSource(io.BytesIO(data)))
+    finally:
+        db.close()
+
+
+# --- S3 --------------------------------------------------------------------------------------
+
+
+def s3_env(server) -> dict[str, str]:
+    """Credentials as Aviary takes them: from the environment, never on the command line."""
+    return {"S3_ACCESS_KEY_ID": server.access_key, "S3_SECRET_ACCESS_KEY": server.secret_key}
+
+
+def s3_args(server, bucket: str) -> list[str]:
+    return ["--storage", f"s3://{bucket}", "--s3-endpoint", server.endpoint, "--s3-path-style"]
+
+
+def bucket_storage(server, bucket: str):
+    return open_storage(f"s3://{bucket}", s3_endpoint=server.endpoint, s3_path_style=True,
+                        s3_access_key=server.access_key, s3_secret_key=server.secret_key)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def clean_env(extra=None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AVIARY_", "DB_", "S3_", "DATA_DIR", "STORAGE_"))}
+    env.update(extra or {})
+    return env
+
+
+def pipeline(*commands, env=None, stdin=None) -> list[subprocess.CompletedProcess]:
+    """Run `A | B | ...`; a command starting with "aviary" runs this aviarytools.
+
+    Returns one CompletedProcess per command (stderr each, stdout of the last).
+    """
+    procs, errors = [], []
+    previous = stdin if stdin is not None else subprocess.DEVNULL
+    for command in commands:
+        argv = AVIARY + list(command[1:]) if command[0] == "aviary" else list(command)
+        error = tempfile.TemporaryFile()
+        proc = subprocess.Popen([str(a) for a in argv], stdin=previous, stdout=subprocess.PIPE,
+                                stderr=error, env=clean_env(env))
+        if procs:
+            procs[-1].stdout.close()  # only the next command reads it now
+        procs.append(proc)
+        errors.append(error)
+        previous = proc.stdout
+    out = procs[-1].stdout.read()
+    procs[-1].stdout.close()
+    results = []
+    for proc, error, command in zip(procs, errors, commands):
+        proc.wait(timeout=120)
+        error.seek(0)
+        results.append(subprocess.CompletedProcess(command, proc.returncode, b"", error.read()))
+        error.close()
+    results[-1].stdout = out
+    return results
+
+
+def all_ok(results) -> bytes:
+    for result in results:
+        assert result.returncode == 0, (result.args, result.stderr.decode())
+    return results[-1].stdout
+
+
+# --- archives as Aviary writes them ------------------------------------------------------------
+
+
+def go_json(value) -> bytes:
+    """What Go's json.MarshalIndent(v, "", "  ") writes: keys sorted, <, > and & escaped,
+    whole floats without a fraction."""
+    text = json.dumps(_go_numbers(value), indent=2, sort_keys=True, ensure_ascii=False)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, "\\u%04x" % ord(char))
+    return text.encode()
+
+
+def _go_numbers(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_go_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _go_numbers(v) for k, v in value.items()}
+    return value
+
+
+OFFSETS = ["Z", "+05:45", "-03:30", "+13:45"]
+
+
+def go_time(text: str, offset: str) -> str:
+    """A sample timestamp (`2025-07-27 10:11:12.123456789+00:00`) as Go's RFC 3339 with
+    nanoseconds, shifted to `offset`.  Go's zero time stays in UTC, as Aviary stores it."""
+    stamp, _, fraction = text.removesuffix("+00:00").partition(".")
+    moment = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S")
+    fraction = fraction.rstrip("0")
+    if moment.year == 1:
+        offset = "Z"
+    if offset != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        moment += sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+    m = moment  # strftime writes year 1 as "1"
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+            + (f".{fraction}" if fraction else "") + offset)
+
+
+class _GoTarInfo(tarfile.TarInfo):
+    """Go's archive/tar names a directory without the trailing slash Python adds."""
+
+    def get_info(self):
+        info = super().get_info()
+        info["name"] = info["name"].rstrip("/")
+        return info
+
+
+def _walk(tree: dict, prefix: str = ""):
+    """filepath.Walk's order: each folder's entries sorted by name, depth first."""
+    for name in sorted(tree, key=str.encode):
+        path = prefix + name
+        if isinstance(tree[name], dict):
+            yield path, None
+            yield from _walk(tree[name], path + "/")
+        else:
+            yield path, tree[name]
+
+
+def aviary_tar(metadata: dict, files: dict[str, bytes], mtime: int = 1753600000) -> bytes:
+    """A gzip'd tar as Aviary's backup writes it: metadata.json first, then the staging folder
+    walked in lexical order with directory entries, ended by two zero blocks only."""
+    tree: dict = {}
+    for path, data in files.items():
+        *folders, base = path.split("/")
+        node = tree
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[base] = data
+    buffer = io.BytesIO()
+    tar = tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, tarinfo=_GoTarInfo)
+    for path, data in [("metadata.json", go_json(metadata)), *_walk(tree)]:
+        info = _GoTarInfo(path)
+        info.mtime, info.uname, info.gname = mtime, "", ""
+        if data is None:
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        else:
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    end = tar.offset
+    tar.close()
+    return gzip.compress(buffer.getvalue()[:end] + bytes(1024), mtime=0)
+
+
+LEGACY_PAIRING = "[auth]\ndevicetoken=legacy-<pairing>&more\n"
+_SAMPLE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\+00:00")
+
+
+def as_aviary_rows(table_rows: list[dict], booleans=None) -> list[dict]:
+    """Rows as Aviary's export writes them: RFC 3339 times with nanoseconds, at varied
+    UTC offsets; `booleans` columns as true/false (else 0/1 as SQLite holds them)."""
+    out = []
+    for n, row in enumerate(table_rows):
+        row = dict(row)
+        for column, value in row.items():
+            if isinstance(value, str) and _SAMPLE_TIME.fullmatch(value):
+                row[column] = go_time(value, OFFSETS[n % len(OFFSETS)])
+            elif column in (booleans or ()) and value is not None:
+                row[column] = bool(value)
+        out.append(row)
+    return out
+
+
+def aviary_made_archive() -> tuple[bytes, dict[str, list[dict]], dict[str, bytes]]:
+    """An archive with every quirk of Aviary's, the rows it must restore to (login_attempts
+    empty, the legacy pairing in users.rmapi_config) and the XXH128 of each object."""
+    tables = sample.sample_rows(users=3)
+    documents = dict(sample.document_files(tables))
+    legacy = tables["users"][2]
+    assert legacy["rmapi_config"] is None
+    members = {
+        "database/users.json": as_aviary_rows(tables["users"]),
+        "database/api_keys.json": as_aviary_rows(tables["api_keys"], booleans=("is_active",)),
+        "database/user_sessions.json": as_aviary_rows(tables["user_sessions"]),
+        "database/user_folders_cache.json": as_aviary_rows(tables["user_folders_cache"]),
+        "database/documents.json": [dict(r, deleted_at=None) for r in as_aviary_rows(tables["documents"])],
+        "database/system_settings.json": as_aviary_rows(tables["system_settings"]),
+        "database/login_attempts.json": None,
+        "database/unknown.json": [{"id": "5c0f3e1a-8d2b-4f6e-9a7c-1b2d3e4f5a6b", "status": "completed"}],
+    }
+    files = {name: go_json(rows) for name, rows in members.items()}
+    files["database/._users.json"] = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
+    files[f"filesystem/configs/{legacy['id']}/rmapi.conf"] = LEGACY_PAIRING.encode()
+    for key, body in documents.items():
+        user_id, path = key.removeprefix("users/").split("/pdfs/", 1)
+        files[f"filesystem/documents/{user_id}/{path}"] = body
+    first_user = tables["users"][0]["id"]
+    files[f"filesystem/documents/{first_user}/._doc-0 ñ.pdf"] = b"\x00\x05\x16\x07AppleDouble"
+    metadata = {
+        "aviary_version": "v1.5.2", "git_commit": "3f2a9c1", "export_timestamp": "2025-07-27T10:11:12Z",
+        "database_type": "sqlite", "users_exported": None,
+        "total_documents": len(documents), "total_size_bytes": sum(map(len, documents.values())),
+        "exported_tables": ["users", "system_settings", "api_keys", "user_sessions", "documents",
+                            "user_folders_cache", "login_attempts", "unknown", "unknown", "unknown"],
+        "total_users": 3, "total_api_keys": len(tables["api_keys"]),
+    }
+    legacy["rmapi_config"] = LEGACY_PAIRING
+    tables["login_attempts"] = []
+    hashes = {key: xxhash.xxh3_128_hexdigest(body) for key, body in documents.items()}
+    return aviary_tar(metadata, files), tables, hashes

@@ -1,0 +1,170 @@
+"""Looking inside archives (ls, cat, info, verify) and the files pack and unpack -C leave."""
+
+import json
+import shlex
+import stat
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from archive_helpers import aviary_made_archive, installation
+from helpers import AVIARY, DATA_TABLES, aviary, ok, one_line_error
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("packed")
+    db, data = str(root / "aviary.db"), root / "data"
+    installation(db, data, users=2)
+    archive = root / "aviary.tar"
+    archive.write_bytes(ok("pack", "--db", db, "--storage", data))
+    with tarfile.open(archive) as tar:
+        members = {m.name: (m, tar.extractfile(m).read() if m.isfile() else None) for m in tar}
+    return {"db": db, "data": data, "archive": archive, "members": members}
+
+
+def test_ls_lists_every_member_in_order(packed):
+    listed = [json.loads(line) for line in ok("ls", packed["archive"]).splitlines()]
+    assert [(m["path"], m["type"], m["size"]) for m in listed] == [
+        (name, "dir" if info.isdir() else "file", info.size) for name, (info, _) in packed["members"].items()]
+    assert listed[0]["mtime"].endswith("Z")
+
+
+def test_cat_writes_a_member_as_it_is(packed):
+    document = next(n for n in packed["members"] if n.endswith(".pdf"))
+    for name in ("metadata.json", "database/users.json", document, "checksums.xxh128"):
+        assert ok("cat", name, packed["archive"]) == packed["members"][name][1]
+    missing = aviary("cat", "database/nope.json", packed["archive"])
+    assert one_line_error(missing) == "aviary cat: database/nope.json: no such member in the archive"
+
+
+def test_cat_ndjson_prints_what_dump_table_prints(packed):
+    for table in DATA_TABLES:
+        rows = ok("cat", f"database/{table}.json", "--ndjson", input=packed["archive"].read_bytes())
+        assert rows == ok("dump-table", table, "--db", packed["db"]), table
+
+
+def test_cat_ndjson_makes_aviarys_rows_canonical():
+    archive, tables, _ = aviary_made_archive()
+    cat = ok("cat", "database/api_keys.json", "--ndjson", input=archive)
+    keys = [json.loads(line) for line in cat.splitlines()]
+    assert [k["key_hash"] for k in keys] == [k["key_hash"] for k in tables["api_keys"]]
+    assert all(k["created_at"].endswith("Z") for k in keys)
+    assert {k["is_active"] for k in keys} == {True, False}
+    assert ok("cat", "database/login_attempts.json", "--ndjson", input=archive) == b""  # null: no rows
+
+
+def metadata_end(members) -> int:
+    info, _ = members["metadata.json"]
+    return info.offset_data + -(-info.size // 512) * 512
+
+
+def test_info_reads_the_first_member_only(packed):
+    data = packed["archive"].read_bytes()
+    head = data[:metadata_end(packed["members"])]
+    metadata = json.loads(packed["members"]["metadata.json"][1])
+    assert json.loads(ok("info", input=head)) == metadata
+
+    # From a pipe that stays open: info answers without waiting for the rest.
+    proc = subprocess.Popen(AVIARY + ["info"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(head)
+    proc.stdin.flush()
+    try:
+        assert proc.wait(timeout=30) == 0
+        assert json.loads(proc.stdout.read()) == metadata
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+# --- files pack and unpack leave ---------------------------------------------------------------
+
+
+def test_pack_refuses_to_write_to_a_terminal(packed):
+    command = shlex.join([sys.executable, "-m", "aviarytools", "pack", "--db", packed["db"], "--no-files"])
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert b"refusing to write an archive to a terminal" in result.stdout
+    assert len(result.stdout) < 1000  # the message, not an archive
+
+
+def test_pack_o_writes_a_private_file_and_nothing_on_failure(packed, tmp_path):
+    archive = tmp_path / "aviary.tar"
+    victim = tmp_path / "victim"
+    victim.write_text("not yours")
+    (tmp_path / "aviary.tar.partial").symlink_to(victim)  # planted where a careless pack would write
+    ok("pack", "-o", archive, "--db", packed["db"], "--storage", packed["data"])
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600  # whatever the umask (022 here)
+    assert ok("verify", archive) == b""
+    assert victim.read_text() == "not yours" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    (tmp_path / "aviary.tar.partial").unlink()
+
+    nowhere = tmp_path / "nowhere"
+    failed = aviary("pack", "-o", tmp_path / "new.tar", "--db", packed["db"], "--storage", nowhere)
+    assert "nowhere: no such directory" in one_line_error(failed)
+    kept = archive.read_bytes()
+    failed = aviary("pack", "-o", archive, "--db", packed["db"], "--storage", nowhere)
+    assert failed.returncode == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aviary.tar", "victim"]
+    assert archive.read_bytes() == kept  # the old archive is still whole
+    missing = aviary("pack", "-o", tmp_path / "no" / "such.tar", "--db", packed["db"], "--no-files")
+    assert one_line_error(missing) == f"aviary pack: {tmp_path}/no/such.tar: No such file or directory"
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(AVIARY + ["pack", "--db", packed["db"], "--no-files"], stdout=full,
+                                stderr=subprocess.PIPE)
+    assert result.stderr == b"aviary pack: stdout: No space left on device\n"
+
+
+def test_unpack_C_writes_private_files_and_folders(packed, tmp_path):
+    out = tmp_path / "out"
+    ok("unpack", "-C", out, packed["archive"])
+    found = {p.relative_to(out).as_posix(): p for p in out.rglob("*")}
+    assert {n for n, (info, _) in packed["members"].items()} == set(found)
+    for name, path in found.items():
+        info, data = packed["members"][name]
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if info.isdir():
+            assert path.is_dir() and mode == 0o700, name
+        else:
+            assert path.read_bytes() == data and mode == 0o600, name
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def findings(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_verify_json_prints_one_finding_per_line(packed):
+    clean = aviary("verify", "--json", packed["archive"])
+    assert (clean.returncode, clean.stdout) == (0, b"")
+
+    aviarys = aviary("verify", "--json", input=aviary_made_archive()[0])
+    assert aviarys.returncode == 0
+    assert findings(aviarys) == [{"check": "checksums", "severity": "info", "member": None,
+                                  "detail": "no checksums.xxh128 member: content not checked"}]
+
+    data = bytearray(packed["archive"].read_bytes())
+    document = next(info for info, _ in packed["members"].values() if info.name.endswith(".pdf"))
+    data[document.offset_data] ^= 0x20
+    damaged = aviary("verify", "--json", input=bytes(data))
+    assert damaged.returncode == 1
+    [finding] = findings(damaged)
+    assert finding["check"] == "checksums" and finding["member"] == document.name
+    assert finding["severity"] == "problem" and "XXH128 mismatch" in finding["detail"]
+
+
+def test_verify_max_age_fails_an_old_archive(packed):
+    old = aviary("verify", "--max-age", "1s", input=aviary_made_archive()[0])  # exported 2025-07-27
+    assert old.returncode == 1
+    assert "metadata.json: archive is" in old.stderr.decode() and "hours old" in old.stderr.decode()
+    assert aviary("verify", "--max-age", "1h", packed["archive"]).returncode == 0
+    assert aviary("verify", "--max-age", "soon", packed["archive"]).returncode == 2
