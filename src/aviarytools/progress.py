@@ -34,7 +34,8 @@ class Progress:
     def _draw(self, now: float) -> None:
         rate = self.bytes / max(now - self.start, 1e-6)
         of = f" of {_size(self.total)}" if self.total else ""
-        sys.stderr.write(f"\r{self.label}: {_size(self.bytes)}{of}, {self.files} files, {_size(rate)}/s\x1b[K")
+        files = f", {self.files} files" if self.files else ""
+        sys.stderr.write(f"\r{self.label}: {_size(self.bytes)}{of}{files}, {_size(rate)}/s\x1b[K")
         sys.stderr.flush()
 
     def done(self) -> None:

@@ -110,6 +110,8 @@ def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
             "table_rows": counts,
             "redacted": options.redact,
             "users_only": options.user_ids is not None,
+            "database": options.include_db,
+            "files": options.include_files,
         },
     }
 

@@ -62,6 +62,7 @@ class Restore:
         self.checksums: dict[str, str] | None = None
         self.configs: list[tuple[str, str, str]] = []
         self.prefix = f".aviary-restore-{secrets.token_hex(6)}/"
+        self.archive_has_files = True
 
     # -- the pass over the archive -------------------------------------------
 
@@ -97,7 +98,14 @@ class Restore:
         else:
             self._promote_objects()
             if self.options.mode == "replace" and self.options.include_files and self.storage:
-                self._count_stale_documents(delete=True)
+                if self.archive_has_files:
+                    self._count_stale_documents(delete=True)
+                else:
+                    self.warn("the archive was packed without documents (--no-files): none removed")
+        for table, (_, result) in sorted(self.stages.items()):
+            for column, count in result.rounded.items():
+                self.warn(f"{table}.{column}: {count} timestamp(s) rounded from nanoseconds to"
+                          " microseconds (PostgreSQL keeps microseconds)")
         return self.summary
 
     def _read(self, stream: BinaryIO, source: str) -> None:
@@ -106,10 +114,7 @@ class Restore:
         if first is None:
             raise ArchiveError("empty archive")
         metadata, self.digests[layout.METADATA] = read_metadata(first)
-        ours = metadata.get("aviarytools")
-        if isinstance(ours, dict) and ours.get("redacted"):
-            self.warn(f"{layout.METADATA}: a --redact export: passwords, API key and session hashes, "
-                      "reset tokens and rmapi pairings come back empty")
+        self._follow_metadata(metadata)
         names = NameSet()
         names.add(first.name)
         for member in walk:
@@ -120,6 +125,21 @@ class Restore:
                 raise ArchiveError(f"{member.name}: appears more than once in the archive")
             if member.type == "file":
                 self._member(member)
+
+    def _follow_metadata(self, metadata: dict) -> None:
+        """What the archive says it holds bounds what a replace may remove."""
+        ours = metadata.get("aviarytools")
+        if not isinstance(ours, dict):
+            return
+        if ours.get("redacted"):
+            self.warn(f"{layout.METADATA}: a --redact export: passwords, API key and session hashes, "
+                      "reset tokens and rmapi pairings come back empty")
+        exported = metadata.get("users_exported")
+        if ours.get("users_only") and self.user_ids is None and isinstance(exported, list):
+            self.user_ids = _canonical_ids(exported)
+            self.warn(f"{layout.METADATA}: a per-user archive: only its {len(exported)} user(s) are restored")
+        if ours.get("files") is False:
+            self.archive_has_files = False
 
     def _member(self, member) -> None:
         entry = layout.classify(member.name)
@@ -143,6 +163,9 @@ class Restore:
         if self.user_ids is not None and schema.user_column(table) is None:
             return False
         if table not in self.db.table_names():
+            if table in schema.BY_NAME:
+                raise InputError(f"{layout.table_member(table)}: the target database has no table"
+                                 f" {table}: create Aviary's schema first (--create-schema)")
             self.warn(f"{layout.table_member(table)}: no table {table} in the target database: skipped")
             return False
         return True

@@ -105,6 +105,10 @@ def run_main(group: click.Group) -> None:
     except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
         sys.exit(0)
+    except OSError as e:  # e.g. a full disk under stdout: one line, not a traceback
+        click.echo(f"{_failed_command(name)}: {redact(e.strerror or str(e))}", err=True)
+        _quiet_stdout()
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo(f"{_failed_command(name)}: interrupted", err=True)
         sys.exit(130)
@@ -124,6 +128,10 @@ def _flush_stdout() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
+    except OSError as e:
+        click.echo(f"aviary: {e.strerror or e}", err=True)
+        _quiet_stdout()
+        sys.exit(1)
 
 
 def _quiet_stdout() -> None:

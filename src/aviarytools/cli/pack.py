@@ -133,6 +133,7 @@ class _output:
         try:
             yield
         except BrokenPipeError:
-            raise  # the reader went away: ends quietly, as `| head` does
+            # Unlike a dump cut short by `| head`, a cut archive is a failed backup.
+            raise AviaryError("the reader closed the output before the archive was complete") from None
         except OSError as e:
             raise AviaryError(f"{self.path or 'stdout'}: {e.strerror or e}") from None

@@ -4,6 +4,8 @@ import os
 
 import click
 
+from .. import schema
+
 from ..archive.extract import extract
 from ..archive.restore import RestoreOptions, restore
 from ..config import resolve_db_url
@@ -45,11 +47,13 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
     stream = CountingReader(archive, meter)
     source = input_name(archive)
     if directory:
+        _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
+                                dry_run, mode)
         summary = extract(stream, source, directory)
         meter.done()
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
         return
-    options = RestoreOptions(mode, tuple(users) if users else None, comma_list(tables), not no_db,
+    options = RestoreOptions(mode, tuple(users) if users else None, _tables(tables), not no_db,
                              not no_files, create_schema, dry_run)
     storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
     db = None if no_db else _open_target(db_url, create_schema, dry_run)
@@ -72,6 +76,25 @@ def _open_target(db_url, create_schema, dry_run):
         if not os.path.exists(url.removeprefix("sqlite:").removeprefix("//").split("?", 1)[0]):
             return connect(":memory:", create=True)
     return open_db(url, create=create_schema)
+
+
+def _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
+                            dry_run, mode) -> None:
+    given = [name for name, value in (("--db", db_url), ("--storage", storage_url), ("--user", users),
+                                      ("--tables", tables), ("--no-db", no_db), ("--no-files", no_files),
+                                      ("--create-schema", create_schema), ("--dry-run", dry_run),
+                                      ("--mode", mode != "replace")) if value]
+    if given:
+        raise click.UsageError(f"-C DIR extracts files: {', '.join(given)} only apply to a restore")
+
+
+def _tables(value):
+    names = comma_list(value)
+    known = {t.name for t in schema.DATA_TABLES}
+    if names and set(names) - known:
+        raise click.BadParameter(f"not Aviary data tables: {', '.join(sorted(set(names) - known))}",
+                                 param_hint="--tables")
+    return names
 
 
 def _always(message: str) -> None:

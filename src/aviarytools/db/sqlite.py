@@ -123,6 +123,9 @@ class SQLiteDatabase(Database):
             raise DatabaseError(f"{path}: no such SQLite database")
         if create and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if create and path != ":memory:" and not os.path.exists(path):
+            # It will hold password and key hashes: private from the start.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA foreign_keys = ON")

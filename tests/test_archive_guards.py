@@ -1,0 +1,66 @@
+"""What an archive says it holds bounds what a restore may remove."""
+
+import subprocess
+import sys
+
+from archive_helpers import installation, objects
+from helpers import AVIARY, aviary, one_line_error, ok
+
+
+def _live(tmp_path):
+    folder = tmp_path / "live"
+    url = str(folder / "aviary.db")
+    installation(url, folder, users=3)
+    return url, folder
+
+
+def test_a_per_user_archive_restores_only_its_users_even_without_user(tmp_path):
+    url, folder = _live(tmp_path)
+    archive = ok("pack", "--db", url, "--storage", folder, "--user", "admin")
+    before_docs = ok("dump-table", "documents", "--db", url)
+    result = aviary("unpack", "--db", url, "--storage", folder, input=archive)
+    assert result.returncode == 0, result.stderr
+    assert b"a per-user archive: only its 1 user(s) are restored" in result.stderr
+    assert ok("dump-table", "documents", "--db", url) == before_docs
+    assert len(ok("dump-table", "users", "--db", url).splitlines()) == 3
+
+
+def test_an_archive_without_documents_removes_no_document(tmp_path):
+    url, folder = _live(tmp_path)
+    documents = lambda: {k: v for k, v in objects(folder).items() if k.startswith("users/")}
+    before = documents()
+    archive = ok("pack", "--db", url, "--storage", folder, "--no-files")
+    result = aviary("unpack", "--db", url, "--storage", folder, input=archive)
+    assert result.returncode == 0, result.stderr
+    assert b"packed without documents" in result.stderr
+    assert documents() == before
+
+
+def test_a_target_without_aviarys_tables_is_refused_not_skipped(tmp_path):
+    url, folder = _live(tmp_path)
+    archive = ok("pack", "--db", url, "--storage", folder)
+    empty = tmp_path / "empty.db"
+    ok("init-schema", "--db", empty)
+    import sqlite3
+    with sqlite3.connect(empty) as conn:
+        conn.execute("DROP TABLE login_attempts")
+    target = tmp_path / "target"
+    line = one_line_error(aviary("unpack", "--db", empty, "--storage", target, input=archive))
+    assert "database/login_attempts.json: the target database has no table login_attempts" in line
+    assert not any(p.is_file() for p in target.rglob("*")) if target.exists() else True
+
+
+def test_extract_refuses_restore_options_and_unknown_tables(tmp_path):
+    url, folder = _live(tmp_path)
+    archive = ok("pack", "--db", url, "--storage", folder)
+    assert aviary("unpack", "-C", tmp_path / "x", "--db", url, input=archive).returncode == 2
+    assert aviary("unpack", "--db", url, "--tables", "nope", input=archive).returncode == 2
+
+
+def test_a_pack_cut_short_by_its_reader_fails(tmp_path):
+    url, folder = _live(tmp_path)
+    cmd = [*AVIARY, "pack", "--db", url, "--storage", str(folder)]
+    run = subprocess.run(f"set -o pipefail; {' '.join(map(repr, cmd))} | head -c 1000 > /dev/null",
+                         shell=True, executable="/bin/bash", capture_output=True)
+    assert run.returncode == 1
+    assert b"the reader closed the output before the archive was complete" in run.stderr
