@@ -16,7 +16,7 @@ from typing import BinaryIO
 from ..errors import ArchiveError, StorageError
 from ..tar import NameSet, member_name_problem, parse_checksums
 from . import layout
-from .reading import HashedContent, members
+from .reading import check_checksums, HashedContent, members
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Extraction:
                 if not names.add(member.name):
                     raise ArchiveError(f"{member.name}: appears more than once in the archive")
                 self._member(member)
-            self._check_checksums()
+            check_checksums(self.checksums, self.digests)
             for temp, final in self.pending:
                 os.replace(temp, final)
         except BaseException:
@@ -106,15 +106,6 @@ class Extraction:
         os.chmod(temp, 0o600)
         self.summary.files += 1
 
-    def _check_checksums(self) -> None:
-        if self.checksums is None:
-            return
-        for name, digest in self.checksums.items():
-            actual = self.digests.get(name)
-            if actual is None:
-                raise ArchiveError(f"{name}: listed in {layout.CHECKSUMS} but missing from the archive")
-            if actual != digest:
-                raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {digest}")
 
 
 def extract(stream: BinaryIO, source: str, destination: str) -> ExtractSummary:

@@ -111,3 +111,15 @@ def parse_checksum_member(content: HashedContent, source: str) -> dict[str, str]
     from ..tar import parse_checksums
 
     return {name: digest.lower() for digest, name in parse_checksums(content.chunks(), source=source)}
+
+
+def check_checksums(checksums: dict[str, str] | None, digests: dict[str, str]) -> None:
+    """ArchiveError unless every member the checksums list was read with that digest."""
+    if checksums is None:
+        return  # Aviary's own archives carry none
+    for name, digest in checksums.items():
+        actual = digests.get(name)
+        if actual is None:
+            raise ArchiveError(f"{name}: listed in {layout.CHECKSUMS} but missing from the archive")
+        if actual != digest:
+            raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {digest}")

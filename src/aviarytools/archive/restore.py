@@ -25,7 +25,7 @@ from ..rowinput import RowSource
 from ..storage import FilesystemStorage, Storage
 from ..tar import NameSet, member_name_problem
 from . import layout
-from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
+from .reading import check_checksums, HashedContent, buffered, members, parse_checksum_member, read_metadata
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -79,7 +79,7 @@ class Restore:
             else:
                 self.user_ids = _canonical_ids(self.options.user_ids)
             self._read(stream, source)
-            self._check_checksums()
+            check_checksums(self.checksums, self.digests)
             if use_db:
                 self._apply_configs()
                 self._apply_tables()
@@ -200,15 +200,6 @@ class Restore:
             text = b"".join(content.chunks()).decode("utf-8", "replace")
             self.configs.append((entry.user_id, text, member.name))
 
-    def _check_checksums(self) -> None:
-        if self.checksums is None:
-            return
-        for name, digest in self.checksums.items():
-            actual = self.digests.get(name)
-            if actual is None:
-                raise ArchiveError(f"{name}: listed in {layout.CHECKSUMS} but missing from the archive")
-            if actual != digest:
-                raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {digest}")
 
     # -- applying ------------------------------------------------------------
 
