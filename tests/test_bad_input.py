@@ -99,3 +99,13 @@ def test_replace_cannot_remove_a_user_others_still_reference(url):
     line = one_line_error(aviary("load-table", "users", "--db", url, "--mode", "replace",
                                  input=ndjson(users[1])))
     assert "users: cannot remove rows missing from the input: other rows still reference them" in line
+
+
+def test_an_impossible_date_stored_in_sqlite_stops_the_dump(tmp_path):
+    import sqlite3
+    url = make_db(str(tmp_path / "a.db"), populate=False)
+    with sqlite3.connect(url) as conn:
+        conn.execute("INSERT INTO login_attempts (id, ip_address, attempted_at) VALUES"
+                     " ('00000000-0000-4000-8000-000000000001', '::1', '2025-02-30 10:00:00.5+00:00')")
+    line = one_line_error(aviary("dump-table", "login_attempts", "--db", url))
+    assert "no such date: '2025-02-30 10:00:00.5+00:00'" in line

@@ -1,0 +1,16 @@
+"""The fault drills, one module per family; FAMILIES lists them in the order they run."""
+
+import sys
+from pathlib import Path
+
+# The modules import the tests' helpers (servers, archive_helpers) as top-level modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from .concurrency import concurrency_cases  # noqa: E402
+from .damage import corruption_cases, truncation_cases  # noqa: E402
+from .hostile_rows import hostile_row_cases  # noqa: E402
+from .hostile_tars import hostile_tar_cases  # noqa: E402
+from .server_failures import server_failure_cases  # noqa: E402
+
+FAMILIES = [truncation_cases, corruption_cases, hostile_tar_cases, hostile_row_cases, server_failure_cases,
+            concurrency_cases]

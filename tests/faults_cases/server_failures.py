@@ -1,0 +1,206 @@
+"""Family 5: the servers or the disk fail mid-command.
+
+PostgreSQL is stopped (`immediate`, a crash) while load-table and a restore stream in through a
+pipe; the S3 server is killed mid-pack and mid-restore; a target folder is read-only (a
+read-only bind mount) or full (a 2 MiB tmpfs).  Each command must fail with one line; once the
+server is back, the target is exactly as before, with no staging leftovers."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .fixtures import Fixtures, files_under
+from .harness import (WHERE_ARCHIVE, WHERE_KEY, Case, Env, Fail, Proc, Skip, Target, expect_error,
+                      expect_no_leftovers, expect_same, expect_verify_fails, leftovers)
+
+WHERE_DB = r"postgresql://\S+|line \d+|" + WHERE_ARCHIVE
+WHERE_S3 = r"s3://\S+|users/\S+|" + WHERE_ARCHIVE
+
+
+def login_attempts(count: int) -> bytes:
+    """`count` distinct login_attempts rows as NDJSON."""
+    return b"".join(
+        b'{"id":"%08x-0000-4000-8000-%012x","ip_address":"198.51.100.%d","username":"load-%d",'
+        b'"success":%d,"attempted_at":"2025-07-27T10:11:12.123456Z","user_agent":"faults"}\n'
+        % (n, n, n % 250, n, n % 2) for n in range(count))
+
+
+def feed_and_strike(proc: Proc, data: bytes, strike, at: float = 0.4, settle: float = 0.8) -> threading.Thread:
+    """In a thread: feed `at` of `data`, let the command take it, strike, feed the rest."""
+    def work():
+        cut = int(len(data) * at)
+        proc.feed(data[:cut])
+        time.sleep(settle)
+        strike()
+        proc.feed(data[cut:])
+        proc.close_stdin()
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+@contextmanager
+def mounted(kind: str, path: Path):
+    """A 2 MiB tmpfs at `path`, or `path` bind-mounted on itself read-only; Skip if not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    steps = ([["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(path)]] if kind == "full" else
+             [["mount", "--bind", str(path), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]])
+    done = 0
+    try:
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True)
+            if result.returncode:
+                raise Skip(f"`{' '.join(step[:3])} ...` not allowed here: {result.stderr.strip()[:100]}")
+            done += 1
+        yield path
+    finally:
+        if done:
+            subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
+    pg, s3 = env.pg, env.s3
+
+    def pg_mid_load_table():
+        target = fx.pg_target(env.fresh("pg-mid-load"))
+        before = target.state()
+        proc = env.start("load-table", "login_attempts", "--db", target.db)
+        feeder = feed_and_strike(proc, login_attempts(150_000), lambda: pg.stop(mode="immediate"))
+        result = proc.wait(90)
+        feeder.join()
+        pg.start()
+        line = expect_error(result, WHERE_DB)
+        expect_same(before, target.state())
+        fx.drop_database(target.db)
+        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+
+    def pg_mid_restore():
+        target = fx.pg_s3_target()
+        before = target.state()
+        proc = env.start("unpack", *target.args)
+        feeder = feed_and_strike(proc, fx.big_archive, lambda: pg.stop(mode="immediate"))
+        result = proc.wait(120)
+        feeder.join()
+        pg.start()
+        line = expect_error(result, WHERE_DB)
+        expect_same(before, target.state())
+        expect_no_leftovers(target.leftovers())
+        fx.drop_database(target.db)
+        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+
+    def s3_mid_pack():
+        source = Target(fx.big_source.db, fx.big_bucket, env, s3=True)
+        before = source.state()
+        folder = env.fresh("s3-mid-pack")
+        proc = env.start("pack", *source.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        received = bytearray()
+        try:
+            while len(received) < 0.4 * len(fx.big_archive):
+                piece = proc.popen.stdout.read(1 << 16)
+                if not piece:
+                    break
+                received += piece
+                time.sleep(0.02)
+            s3.kill()
+            received += proc.popen.stdout.read()
+            result = proc.wait(120)
+            line = expect_error(result, WHERE_S3)
+            (folder / "received.tar").write_bytes(received)
+            expect_verify_fails(env.run("verify", folder / "received.tar"))
+            # And `pack -o` while the server is down: no FILE, no FILE.partial-*.
+            written = env.run("pack", *source.args, "-o", folder / "backup.tar", timeout=120)
+            expect_error(written, WHERE_S3)
+            if (folder / "backup.tar").exists() or leftovers(folder):
+                raise Fail(f"pack -o left {sorted(p.name for p in folder.iterdir())}")
+        finally:
+            s3.start()
+        expect_same(before, source.state(), "bucket")
+        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+
+    def s3_mid_restore():
+        folder = env.fresh("s3-mid-restore")
+        local = fx.sqlite_target(folder)
+        target = Target(local.db, fx.target_bucket(), env, s3=True)
+        before = target.state()
+        proc = env.start("unpack", *target.args)
+        feeder = feed_and_strike(proc, fx.big_archive, s3.kill, settle=1.5)
+        result = proc.wait(150)
+        feeder.join()
+        s3.start()
+        line = expect_error(result, WHERE_S3)
+        expect_same(before, target.state(), after_error=line)
+        expect_no_leftovers(target.leftovers())
+        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+
+    def restore_into(kind: str):
+        folder = env.fresh(f"restore-{kind}")
+        target = fx.sqlite_target(folder)
+        archive = folder / "archive.tar"
+        archive.write_bytes(fx.big_archive if kind == "full" else fx.archive)
+        storage = Path(target.storage)
+        if kind == "full":  # the target's documents, on a 2 MiB disk that the archive overflows
+            storage = folder / "small-disk"
+        with mounted(kind, storage):
+            if kind == "full":
+                subprocess.run(["cp", "-a", f"{target.storage}/.", str(storage)], check=True)
+                target = Target(target.db, str(storage), env)
+            before = target.state()
+            result = env.run("unpack", *target.args, stdin=archive)
+            line = expect_error(result, WHERE_KEY)
+            expect_same(before, target.state())
+            expect_no_leftovers(target.leftovers())
+        return line.split(": ", 1)[1][:90]
+
+    def extract_into(kind: str):
+        folder = env.fresh(f"extract-{kind}")
+        archive = folder / "archive.tar"
+        archive.write_bytes(fx.big_archive)
+        with mounted(kind, folder / "disk") as disk:
+            result = env.run("unpack", "-C", disk / "out", stdin=archive)
+            line = expect_error(result, WHERE_KEY)
+            if files_under(disk):
+                raise Fail(f"left a file: {files_under(disk)[0]}")
+        return line.split(": ", 1)[1][:90]
+
+    def pack_into(kind: str):
+        folder = env.fresh(f"pack-{kind}")
+        with mounted(kind, folder / "disk") as disk:
+            result = env.run("pack", *fx.big_source.args, "-o", disk / "backup.tar")
+            line = expect_error(result, WHERE_KEY)
+            if files_under(disk):
+                raise Fail(f"left a file: {files_under(disk)[0]}")
+        return line.split(": ", 1)[1][:90]
+
+    def sqlite_on_full_disk():
+        folder = env.fresh("sqlite-full")
+        with mounted("full", folder / "disk") as disk:
+            target = fx.sqlite_target(disk)  # about 300 KB: fits; the load does not
+            before = target.state()
+            result = env.run("load-table", "login_attempts", "--db", target.db, stdin=login_attempts(40_000))
+            line = expect_error(result, r"is full|No space left")  # the cause, not a side effect
+            expect_same(before, target.state())
+        return line.split(": ", 1)[1][:90]
+
+    def case(name, expected, run, quick=False):
+        return Case("5 servers fail", name, expected, run, quick=quick, alone=True)
+
+    back = "exit 1, one line; after restart target as before"
+    return [
+        case("PostgreSQL stopped mid load-table (150k rows, piped)", back, pg_mid_load_table, quick=True),
+        case("PostgreSQL stopped mid restore (PostgreSQL+S3)", back + ", no staging", pg_mid_restore),
+        case("S3 killed mid pack (stdout), then pack -o with S3 down", "exit 1, one line; stream fails verify; "
+             "no FILE/.partial", s3_mid_pack),
+        case("S3 killed mid restore (SQLite+S3)", back + ", no staging", s3_mid_restore),
+        case("read-only target folder: restore", "exit 1, one line; target as before", lambda: restore_into("ro")),
+        case("read-only folder: unpack -C", "exit 1, one line; no file", lambda: extract_into("ro")),
+        case("read-only folder: pack -o", "exit 1, one line; no file", lambda: pack_into("ro")),
+        case("full disk (2 MiB tmpfs): restore", "exit 1, one line; target as before, no staging",
+             lambda: restore_into("full")),
+        case("full disk: unpack -C", "exit 1, one line; no file", lambda: extract_into("full")),
+        case("full disk: pack -o", "exit 1, one line; no FILE/.partial", lambda: pack_into("full")),
+        case("full disk: SQLite database, load-table", "exit 1, one line; table as before", sqlite_on_full_disk),
+    ]
