@@ -1,0 +1,357 @@
+"""Our commands against the standard tool doing the same job, on the same data.
+
+    .venv/bin/python bench/run.py                  # 100,000 and 1,000,000 rows
+    .venv/bin/python bench/run.py --quick          # 20,000-row smoke run
+    .venv/bin/python bench/run.py --rows 500000 -v
+
+Prints, per row of the table, the best-of-N wall time of our command and of
+the peer tool, their ratio, our peak RSS (largest process of the command's
+tree, from /usr/bin/time) and PASS/MISS against the targets.  Speed is
+measured here and never asserted: the exit status is 0 unless a command
+fails.  Each section (table streams now, archives later) is a function in
+SECTIONS calling `bench.compare`.  Setup (data generation, loading the
+databases the dumps read) is not timed.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from servers import PostgresServer  # noqa: E402
+
+MEMORY_LIMIT_MB = 100
+FLAT_GROWTH = 1.2  # peak at the largest size at most 20 % above the smallest
+
+
+class CommandFailed(Exception):
+    pass
+
+
+class Bench:
+    def __init__(self, workdir: Path, repeat: int, budget: float, verbose: bool):
+        self.dir, self.repeat, self.budget, self.verbose = workdir, repeat, budget, verbose
+        # Commands are shell text over these variables, so they read as typed.
+        self.env = {**os.environ, "AVIARY": f"{sys.executable} -m aviarytools"}
+        self.peaks: dict[str, dict[int, float]] = {}  # row name -> size -> our peak MB
+        self.size = 0
+
+    def section(self, title: str) -> None:
+        print(f"\n{title}")
+        print(f"  {'':34} {'ours':>8} {'peer':>8} {'ratio':>7} {'target':>7} {'peak':>7}  result")
+
+    def compare(self, name, ours_cmd, peer_cmd, target_ratio=None, *, prepare=None, check=None):
+        """Best-of-N wall time of both commands; one table row.  `prepare` runs
+        untimed before every run (e.g. empty the table), `check` after it."""
+        ours, peak = self._best(ours_cmd, prepare, check)
+        peer, _ = self._best(peer_cmd, prepare, check)
+        ratio = ours / peer
+        self.peaks.setdefault(name, {})[self.size] = peak
+        if target_ratio is None:
+            target, verdict = "info", "PASS" if peak < MEMORY_LIMIT_MB else "MISS (memory)"
+        else:
+            target = f"{target_ratio:.1f}x"
+            misses = [what for what, bad in (("speed", ratio > target_ratio),
+                                             ("memory", peak >= MEMORY_LIMIT_MB)) if bad]
+            verdict = f"MISS ({', '.join(misses)})" if misses else "PASS"
+        print(f"  {name:34} {ours:7.2f}s {peer:7.2f}s {ratio:6.2f}x {target:>7} {peak:4.0f} MB  {verdict}")
+        if self.verbose:
+            print(f"      ours: {ours_cmd}\n      peer: {peer_cmd}")
+        sys.stdout.flush()
+
+    def _best(self, cmd, prepare, check):
+        """Best wall time and highest peak over `repeat` runs, fewer once a
+        command has used up its time budget (best of 3 where cheap)."""
+        best, peak, spent = float("inf"), 0.0, 0.0
+        for _ in range(self.repeat):
+            if prepare:
+                prepare()
+            wall, rss = self.run(cmd)
+            if check:
+                check()
+            best, peak, spent = min(best, wall), max(peak, rss), spent + wall
+            if spent >= self.budget:
+                break
+        return best, peak
+
+    def run(self, cmd: str) -> tuple[float, float]:
+        """(wall seconds, peak RSS MB) of `sh -c cmd`; raises CommandFailed.
+
+        Peak RSS comes from /usr/bin/time: wait4 straight from this process would
+        report our own RSS too (a vforked child's maxrss starts at its parent's)."""
+        with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, "/bin/sh", "-c", cmd],
+                                    env=self.env, cwd=self.dir, stdin=subprocess.DEVNULL, stderr=err,
+                                    start_new_session=True)
+            try:
+                proc.wait()
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            wall = time.perf_counter() - start
+            if proc.returncode:
+                err.seek(0)
+                raise CommandFailed(f"exit {proc.returncode}: {cmd}\n{err.read().decode(errors='replace')[-3000:]}")
+            return wall, int(rss.read().split()[-1]) / 1024  # KiB
+
+    def memory_summary(self, sizes: list[int], unit: str = "") -> None:
+        print(f"\nour peak memory (target < {MEMORY_LIMIT_MB} MB and flat)")
+        print(f"  {'':34}" + "".join(f"{f'{n:,}{unit}':>12}" for n in sizes) + "  result")
+        for name, by_size in self.peaks.items():
+            if set(by_size) != set(sizes):
+                continue
+            peaks = [by_size[n] for n in sizes]
+            flat = len(peaks) < 2 or peaks[-1] <= peaks[0] * FLAT_GROWTH
+            ok = flat and max(peaks) < MEMORY_LIMIT_MB
+            cells = "".join(f"{p:9.0f} MB" for p in peaks)
+            print(f"  {name:34}{cells}  {'PASS' if ok else 'MISS'}{'' if flat else ' (grows)'}")
+
+
+# -- table streams -------------------------------------------------------------
+
+AGENT_TEMPLATES = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{a}.0.{b}.{c} Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:{a}.0) Gecko/20100101 Firefox/{a}.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.{c} Safari",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{b} like Mac OS X) Mobile/15E{c} \"quoted\"",
+    "curl/8.{b}.{c} (x86_64-pc-linux-gnu) libcurl/8.{b}.{c} OpenSSL/3.0.{a}",
+    "python-requests/2.{a}.{b} CPython/3.11.{c} Linux/6.1.0-{c}-amd64, aviary",
+]
+NAMES = ["admin", "zoë", "björn", "李雷", "o'brien", "ana-maría"] + [f"user{i}" for i in range(5000)]
+
+
+def csv_str(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def generate(n: int, folder: Path) -> None:
+    """login_attempts rows three ways, same values: rows.ndjson (our input),
+    rows.csv (PostgreSQL \\copy) and rows-sqlite.csv (as Aviary's SQLite stores them)."""
+    rng = random.Random(n)
+    agents = [t.format(a=rng.randint(90, 130), b=rng.randint(0, 9), c=rng.randint(10, 9999))
+              for t in AGENT_TEMPLATES for _ in range(100)]
+    agents = [(json.dumps(a, ensure_ascii=False), csv_str(a)) for a in agents]
+    names = [(json.dumps(u, ensure_ascii=False), csv_str(u)) for u in NAMES]
+    base = datetime(2025, 1, 1)
+    year_us = 365 * 86400 * 10**6
+    with open(folder / "rows.ndjson", "w") as nd, open(folder / "rows.csv", "w") as pg, \
+            open(folder / "rows-sqlite.csv", "w") as sq:
+        for start in range(0, n, 10_000):
+            out_nd, out_pg, out_sq = [], [], []
+            for _ in range(start, min(n, start + 10_000)):
+                h = f"{rng.getrandbits(128):032x}"
+                uid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+                if rng.random() < 0.1:
+                    ip = f"2001:db8:{rng.getrandbits(16):x}::{rng.getrandbits(16):x}"
+                else:
+                    ip = f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+                user_j, user_c = rng.choice(names)
+                agent_j, agent_c = rng.choice(agents)
+                ok = rng.random() < 0.7
+                t = base + timedelta(microseconds=rng.randrange(year_us))
+                frac = f"{t.microsecond:06d}".rstrip("0")
+                day, clock = f"{t:%Y-%m-%d}", f"{t:%H:%M:%S}{'.' + frac if frac else ''}"
+                out_nd.append(f'{{"id":"{uid}","ip_address":"{ip}","username":{user_j},"success":'
+                              f'{"true" if ok else "false"},"attempted_at":"{day}T{clock}Z","user_agent":{agent_j}}}\n')
+                out_pg.append(f"{uid},{ip},{user_c},{'t' if ok else 'f'},{day} {clock}+00,{agent_c}\n")
+                out_sq.append(f"{uid},{ip},{user_c},{int(ok)},{day} {clock}+00:00,{agent_c}\n")
+            nd.write("".join(out_nd))
+            pg.write("".join(out_pg))
+            sq.write("".join(out_sq))
+
+
+def count_rows(db) -> int:
+    """Rows in login_attempts of a PostgreSQL URL or a SQLite path."""
+    connect = psycopg.connect if str(db).startswith("postgresql:") else sqlite3.connect
+    with closing(connect(db)) as conn:
+        return conn.execute("SELECT count(*) FROM login_attempts").fetchone()[0]
+
+
+def table_streams(bench: Bench, server: PostgresServer, n: int) -> None:
+    folder = bench.dir
+    for name in ("rows.ndjson", "rows.csv", "rows-sqlite.csv", "dump.db", "load.db", "empty.db"):
+        (folder / name).unlink(missing_ok=True)
+    generate(n, folder)
+    server.drop_database("bench")
+    pg_url = server.create_database("bench")
+    bench.env["PG"] = pg_url
+    bench.run('$AVIARY init-schema --db "$PG"')  # setup: untimed
+    bench.run("$AVIARY init-schema --db empty.db")
+    bench.run("cp empty.db dump.db && sqlite3 dump.db '.import --csv rows-sqlite.csv login_attempts'")
+    bench.run("""psql -q "$PG" -c "\\copy login_attempts FROM 'rows.csv' CSV" -c 'VACUUM ANALYZE login_attempts'""")
+
+    def pg_empty():
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("TRUNCATE login_attempts")
+            conn.execute("CHECKPOINT")
+
+    def expect(db):
+        def check():
+            if (got := count_rows(db)) != n:
+                raise CommandFailed(f"login_attempts has {got:,} rows, expected {n:,}")
+        return check
+
+    expect(pg_url)()
+    expect(folder / "dump.db")()
+
+    megabytes = (folder / "rows.ndjson").stat().st_size / 1e6
+    bench.section(f"table streams: login_attempts, {n:,} rows ({megabytes:.0f} MB of NDJSON),"
+                  f" best of {bench.repeat} runs ({bench.budget:.0f} s budget)")
+    bench.compare(
+        "dump-table postgres / psql COPY",
+        '$AVIARY dump-table login_attempts --db "$PG" > /dev/null',
+        """psql "$PG" -c "COPY (SELECT row_to_json(t) FROM login_attempts t) TO STDOUT" > /dev/null""",
+        1.5)
+    bench.compare(
+        "dump-table sqlite / sqlite3 -json",
+        "$AVIARY dump-table login_attempts --db dump.db > /dev/null",
+        "sqlite3 -json dump.db 'SELECT * FROM login_attempts' > /dev/null",
+        1.5)
+    bench.compare(
+        "load-table postgres / psql \\copy",
+        '$AVIARY load-table login_attempts --db "$PG" < rows.ndjson',
+        """psql -q "$PG" -c "\\copy login_attempts FROM 'rows.csv' CSV\"""",
+        2.0, prepare=pg_empty, check=expect(pg_url))
+    bench.compare(
+        "load-table sqlite / sqlite3 .import",
+        "$AVIARY load-table login_attempts --db load.db < rows.ndjson",
+        "sqlite3 load.db '.import --csv rows-sqlite.csv login_attempts'",
+        None, prepare=lambda: shutil.copyfile(folder / "empty.db", folder / "load.db"),
+        check=expect(folder / "load.db"))
+
+
+# -- archives ------------------------------------------------------------------
+
+
+def make_installation(folder: Path, megabytes: int, files: int = 2000) -> None:
+    """Sample tables plus `files` documents of random bytes adding up to `megabytes`."""
+    import random
+
+    from aviarytools import sample
+    from aviarytools.db import connect
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    db = connect(str(folder / "aviary.db"), create=True)
+    with db.transaction():
+        db.create_schema()
+    tables = sample.populate(db, users=20, docs_per_user=3)
+    db.close()
+    users = [u["id"] for u in tables["users"]]
+    size = megabytes * 1_000_000 // files
+    rng = random.Random(1)
+    block = rng.randbytes(size + 4096)
+    for i in range(files):
+        target = folder / "users" / users[i % len(users)] / "pdfs" / f"folder {i % 7}" / f"doc-{i}.pdf"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        offset = i % 4096
+        target.write_bytes(block[offset:offset + size])
+
+
+def archives(bench: Bench, megabytes: int) -> None:
+    live = bench.dir / "live"
+    make_installation(live, megabytes)
+    bench.run("$AVIARY pack --db live/aviary.db --storage live > archive.tar")  # setup: untimed
+    bench.run("tar -cf peer.tar -C live users")
+    actual = (bench.dir / "archive.tar").stat().st_size / 1e6
+    bench.section(f"archives: 2,000 documents, {actual:.0f} MB archive, best of {bench.repeat} runs")
+    bench.compare("pack / tar -cf -",
+                  "$AVIARY pack --db live/aviary.db --storage live | cat > /dev/null",
+                  # through cat: GNU tar writing straight to /dev/null skips reading files
+                  "tar -cf - -C live users | cat > /dev/null", 1.3)
+    bench.compare("verify / tar -xOf - | xxhsum -H2",
+                  "$AVIARY verify < archive.tar",
+                  "tar -xOf - < archive.tar | xxhsum -H2 - > /dev/null", 1.3)
+    clean = lambda: shutil.rmtree(bench.dir / "out", ignore_errors=True)
+    bench.compare("unpack -C / tar -x",
+                  "$AVIARY unpack -C out < archive.tar",
+                  "mkdir -p out && tar -xf - -C out < archive.tar", 1.3, prepare=clean)
+    bench.compare("unpack restore (info)",
+                  "$AVIARY unpack --db out/aviary.db --storage out --create-schema < archive.tar",
+                  "mkdir -p out && tar -xf - -C out < peer.tar", None, prepare=clean)
+    clean()
+    for name in ("archive.tar", "peer.tar"):
+        (bench.dir / name).unlink()
+    shutil.rmtree(live)
+
+
+# -- main ----------------------------------------------------------------------
+
+SECTIONS = [table_streams]  # each: (bench, server, rows) -> rows of the table
+
+
+def interrupt(signum, frame):
+    """Ctrl-C or SIGTERM: unwind, so the server is stopped and the folder removed."""
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=lambda s: [int(x.replace("_", "")) for x in s.split(",")],
+                        default=[100_000, 1_000_000], help="row counts, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="one 20,000-row smoke run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per command (best is kept)")
+    parser.add_argument("--budget", type=float, default=60, help="seconds per command after which no more runs start")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each command")
+    parser.add_argument("--no-archives", action="store_true", help="table streams only")
+    parser.add_argument("--no-tables", action="store_true", help="archives only")
+    args = parser.parse_args()
+    sizes = [20_000] if args.quick else sorted(args.rows)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # even where started with SIGINT ignored
+        signal.signal(sig, interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="aviary-bench-"))
+    workdir.chmod(0o755)  # the server (user postgres) lives in a sub-folder
+    server = PostgresServer(workdir / "pg")
+    (workdir / "pg").mkdir()
+    bench = Bench(workdir, args.repeat, args.budget, args.verbose)
+    try:
+        server.start()
+        sqlite_version = subprocess.run(["sqlite3", "--version"], capture_output=True, text=True).stdout.split()[0]
+        print(f"aviarytools bench: PostgreSQL 15, SQLite {sqlite_version}, {os.cpu_count()} CPUs,"
+              f" load average {os.getloadavg()[0]:.1f}; wall seconds, our peak RSS")
+        for n in [] if args.no_tables else sizes:
+            bench.size = n
+            for section in SECTIONS:
+                section(bench, server, n)
+        if not args.no_tables:
+            bench.memory_summary(sizes)
+        if not args.no_archives:
+            archive_sizes = [20] if args.quick else [100, 1000]
+            for megabytes in archive_sizes:
+                bench.size = megabytes
+                archives(bench, megabytes)
+            bench.memory_summary(archive_sizes, " MB")
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on this machine skews wall times)")
+    except CommandFailed as e:
+        print(f"\nFAILED: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
