@@ -6,6 +6,7 @@ Data goes to stdout; a closed pipe (`| head`) ends the command quietly.
 """
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -89,6 +90,9 @@ def _on_sigterm(signum, frame):
 def run_main(group: click.Group) -> None:
     """Run the click group with aviarytools' error handling and exit statuses."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # psycopg logs a warning when a COPY dies with its server; the error we
+    # raise already says so, in the one line a failure gets.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     name = "aviary"
     try:
         group.main(standalone_mode=False, prog_name="aviary")
