@@ -60,11 +60,12 @@ def batches(cases: list[Case]):
         yield group
 
 
-def run_all(cases: list[Case], jobs: int) -> list[Outcome]:
+def run_all(cases: list[Case], jobs: int, mask) -> list[Outcome]:
     outcomes = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for group in batches(cases):
             for outcome in pool.map(attempt, group) if len(group) > 1 else [attempt(group[0])]:
+                outcome.detail = mask(outcome.detail)
                 outcomes.append(outcome)
                 print(row(outcome), flush=True)
     return outcomes
@@ -98,7 +99,7 @@ def main() -> int:
               f"SeaweedFS S3 {s3.endpoint}; {len(cases)} case(s)\n", flush=True)
         print(f"{cell('case', WIDTHS[0])} {cell('expected', WIDTHS[1])} result")
         print("-" * (sum(WIDTHS) + 60))
-        outcomes = run_all(cases, args.jobs)
+        outcomes = run_all(cases, args.jobs, env.mask)
     finally:
         s3.kill()
         pg.stop(mode="immediate")
@@ -113,6 +114,10 @@ def main() -> int:
         print("\nFailures in full:")
         for o in failed:
             print(f"- {o.case.family}: {o.case.name}\n    expected: {o.case.expected}\n    got: {o.detail}")
+    print("\ntime per family (case durations summed; cases run two at a time unless they touch the servers):")
+    for family in dict.fromkeys(o.case.family for o in outcomes):
+        mine = [o for o in outcomes if o.case.family == family]
+        print(f"  {family:16} {len(mine):4} cases {sum(o.seconds for o in mine):7.0f}s")
     print(f"\n{len(outcomes)} cases tried: {counts['PASS']} passed, {counts['FAIL']} failed, "
           f"{counts['SKIP']} skipped; {env.commands} commands run, {env.scanned} bytes of their output "
           f"searched for secrets; {time.monotonic() - started:.0f}s")

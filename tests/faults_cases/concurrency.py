@@ -37,9 +37,10 @@ class Writer(threading.Thread):
     deletes the oldest of its users (file first, then the row: the rows cascade) so that
     about five of them live at any time."""
 
-    def __init__(self, execute, put, remove):
+    def __init__(self, execute, put, remove, files: bool = True):
         super().__init__(daemon=True)
-        self.execute, self.put, self.remove = execute, put, remove
+        self.execute = execute
+        self.put, self.remove = (put, remove) if files else (lambda *_: None, lambda *_: None)
         self.stop = threading.Event()
         self.created = self.deleted = 0
         self.error: Exception | None = None
@@ -70,7 +71,7 @@ class Writer(threading.Thread):
             self.error = e
 
 
-def sqlite_writer(db: str, storage: Path) -> Writer:
+def sqlite_writer(db: str, storage: Path, files: bool) -> Writer:
     conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -91,10 +92,10 @@ def sqlite_writer(db: str, storage: Path) -> Writer:
     def remove(key):
         (storage / key).unlink()
 
-    return Writer(execute, put, remove)
+    return Writer(execute, put, remove, files)
 
 
-def postgres_writer(url: str, client, bucket: str) -> Writer:
+def postgres_writer(url: str, client, bucket: str, files: bool) -> Writer:
     conn = psycopg.connect(url, autocommit=True)
 
     def execute(statements):
@@ -103,7 +104,7 @@ def postgres_writer(url: str, client, bucket: str) -> Writer:
                 conn.execute(text, args)
 
     return Writer(execute, lambda key, body: client.put_object(Bucket=bucket, Key=key, Body=body),
-                  lambda key: client.delete_object(Bucket=bucket, Key=key))
+                  lambda key: client.delete_object(Bucket=bucket, Key=key), files)
 
 
 def check_snapshot(archive: bytes) -> str | None:
@@ -124,7 +125,7 @@ def check_snapshot(archive: bytes) -> str | None:
 
 
 def concurrency_cases(env: Env, fx: Fixtures) -> list[Case]:
-    def drill(engine: str):
+    def drill(engine: str, files: bool):
         folder = env.fresh(f"concurrency-{engine}")
         if engine == "sqlite":
             target = Target(str(folder / "aviary.db"), str(folder / "data"), env)
@@ -133,12 +134,12 @@ def concurrency_cases(env: Env, fx: Fixtures) -> list[Case]:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise Fail(f"drill: journal_mode is {mode}, not wal")
-            writer = sqlite_writer(target.db, Path(target.storage))
+            writer = sqlite_writer(target.db, Path(target.storage), files)
         else:
             db = env.new_database()
             installation(db, folder / "files", users=40, docs_per_user=4, seed=21)
             target = Target(db, fx._bucket_from(folder / "files"), env, s3=True)
-            writer = postgres_writer(db, env.s3.client(), target.storage)
+            writer = postgres_writer(db, env.s3.client(), target.storage, files)
         writer.start()
         time.sleep(0.3)
         problems = []
@@ -167,9 +168,11 @@ def concurrency_cases(env: Env, fx: Fixtures) -> list[Case]:
             raise Fail(f"{len(problems)} problem(s) in {PACKS} packs; {'; '.join(problems)[:600]}")
         return f"{PACKS} packs, all one snapshot and verified; writer made {writer.created} users, deleted {writer.deleted}"
 
+    expected = "pack 0, verify 0, counts = rows, references hold"
     return [
-        Case("6 concurrency", "writer during pack: SQLite (WAL) + folder",
-             "pack 0, verify 0, counts = rows, references hold", lambda: drill("sqlite"), quick=True, alone=True),
-        Case("6 concurrency", "writer during pack: PostgreSQL + S3",
-             "pack 0, verify 0, counts = rows, references hold", lambda: drill("postgres"), alone=True),
+        Case("6 concurrency", f"writer of {what} during pack: {engine_name}", expected,
+             lambda engine=engine, files=files: drill(engine, files), quick=quick, alone=True)
+        for what, files in (("rows", False), ("rows and files", True))
+        for engine, engine_name in (("sqlite", "SQLite (WAL) + folder"), ("postgres", "PostgreSQL + S3"))
+        for quick in [engine == "sqlite" and not files]
     ]

@@ -10,7 +10,7 @@ import bisect
 import zlib
 
 from .fixtures import Fixtures, Span, files_under, outside_untouched, passwd_digest, sentinel_dir, spans
-from .harness import (WHERE_ARCHIVE, Case, Env, Fail, expect_error, expect_no_leftovers, expect_same,
+from .harness import (WHERE_ARCHIVE, Case, Checks, Env, expect_error, expect_no_leftovers, expect_same,
                       expect_verify_fails, leftovers)
 
 
@@ -20,26 +20,27 @@ def refused_everywhere(env: Env, fx: Fixtures, label: str, data: bytes, *, pg: b
     damaged = folder / "damaged"
     damaged.write_bytes(data)
 
-    expect_verify_fails(env.run("verify", damaged))
+    checks = Checks()
+    checks(expect_verify_fails, env.run("verify", damaged))
 
     (folder / "x").mkdir()
     out, sentinel, kept = sentinel_dir(folder / "x")
     passwd = passwd_digest()
-    expect_error(env.run("unpack", "-C", out, stdin=damaged), WHERE_ARCHIVE)
+    checks(expect_error, env.run("unpack", "-C", out, stdin=damaged), WHERE_ARCHIVE)
     if files_under(out):
-        raise Fail(f"unpack -C left a file that passes for complete: {files_under(out)[0]}")
-    outside_untouched(folder / "x", out, sentinel, kept, passwd)
+        checks.failed.append(f"unpack -C left a file that passes for complete: {files_under(out)[0]}")
+    checks(outside_untouched, folder / "x", out, sentinel, kept, passwd)
 
     target = fx.pg_s3_target() if pg else fx.sqlite_target(folder)
     try:
         before = target.state()
-        line = expect_error(env.run("unpack", *target.args, stdin=damaged), WHERE_ARCHIVE)
-        expect_same(before, target.state())
-        expect_no_leftovers(target.leftovers() + leftovers(folder))
+        line = checks(expect_error, env.run("unpack", *target.args, stdin=damaged), WHERE_ARCHIVE)
+        checks(expect_same, before, target.state())
+        checks(expect_no_leftovers, target.leftovers() + leftovers(folder))
     finally:
         if pg:
             fx.drop_database(target.db)
-    return line
+    return checks.done(line)
 
 
 def truncation_points(layout: tuple[list[Span], int]) -> list[tuple[str, int]]:
@@ -108,7 +109,7 @@ def truncation_cases(env: Env, fx: Fixtures) -> list[Case]:
     for where, offset in truncation_points(fx.layout):
         case(f"plain @{offset} ({where})", plain[:offset], quick=where == "mid-table users.json",
              pg=False)
-    for where, offset in gz_points:
+    for where, offset in gz_points[::2]:  # every other point: the same structure, compressed
         cut = bisect.bisect_left(sizes, offset) + 1  # the shortest prefix reaching `offset`
         case(f"gzip @{cut} ({where})", gz[:cut], quick=where == "mid-file, document 1")
     for where, offset in (("gzip header, 10 bytes", 10), ("gzip trailer: CRC cut", len(gz) - 6),

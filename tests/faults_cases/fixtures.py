@@ -18,6 +18,9 @@ import psycopg
 from psycopg import sql
 
 from archive_helpers import installation
+from aviarytools import rows
+from aviarytools.db import connect
+from aviarytools.rowinput import RowSource
 from aviarytools.tar import read_members
 from .harness import Env, Fail, Target, copy_target, expect_ok
 
@@ -171,10 +174,27 @@ class Fixtures:
             client.put_object(Bucket=bucket, Key=path.relative_to(folder).as_posix(), Body=path.read_bytes())
         return bucket
 
+    def with_attempts(self, target: Target, count: int = 100_000) -> Target:
+        """`target` with `count` more login_attempts rows (loaded in this process)."""
+        database = connect(target.db)
+        try:
+            rows.load(database, "login_attempts", RowSource(io.BytesIO(login_attempts(count))))
+        finally:
+            database.close()
+        return target
+
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.env.pg.url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def login_attempts(count: int) -> bytes:
+    """`count` distinct login_attempts rows as NDJSON."""
+    return b"".join(
+        b'{"id":"%08x-0000-4000-8000-%012x","ip_address":"198.51.100.%d","username":"load-%d",'
+        b'"success":%d,"attempted_at":"2025-07-27T10:11:12.123456Z","user_agent":"faults"}\n'
+        % (n, n, n % 250, n, n % 2) for n in range(count))
 
 
 def sentinel_dir(case_dir: Path) -> tuple[Path, Path, dict[str, bytes]]:

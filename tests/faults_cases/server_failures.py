@@ -13,20 +13,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .fixtures import Fixtures, files_under
-from .harness import (WHERE_ARCHIVE, WHERE_KEY, Case, Env, Fail, Proc, Skip, Target, expect_error,
+from servers import port_answers
+
+from .fixtures import Fixtures, files_under, login_attempts
+from .harness import (WHERE_ARCHIVE, WHERE_KEY, Case, Checks, Env, Proc, Skip, Target, expect_error,
                       expect_no_leftovers, expect_same, expect_verify_fails, leftovers)
 
 WHERE_DB = r"postgresql://\S+|line \d+|" + WHERE_ARCHIVE
 WHERE_S3 = r"s3://\S+|users/\S+|" + WHERE_ARCHIVE
-
-
-def login_attempts(count: int) -> bytes:
-    """`count` distinct login_attempts rows as NDJSON."""
-    return b"".join(
-        b'{"id":"%08x-0000-4000-8000-%012x","ip_address":"198.51.100.%d","username":"load-%d",'
-        b'"success":%d,"attempted_at":"2025-07-27T10:11:12.123456Z","user_agent":"faults"}\n'
-        % (n, n, n % 250, n, n % 2) for n in range(count))
 
 
 def feed_and_strike(proc: Proc, data: bytes, strike, at: float = 0.4, settle: float = 0.8) -> threading.Thread:
@@ -62,43 +56,65 @@ def mounted(kind: str, path: Path):
             subprocess.run(["umount", str(path)], capture_output=True)
 
 
+@contextmanager
+def brought_back(env: Env):
+    """Whatever happens in the block, both servers answer again after it."""
+    try:
+        yield
+    finally:
+        if not port_answers(env.pg.port):
+            env.pg.start()
+        if not port_answers(env.s3.ports["s3"]):
+            env.s3.start()
+
+
 def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
     pg, s3 = env.pg, env.s3
 
+    def struck_mid_stream(target: Target, command: list[str], data: bytes, strike, where: str, settle=0.8):
+        """Run `command`, feed it `data` and strike mid-way; after the servers are back, the target
+        must be as before, with no staging leftovers."""
+        before = target.state()
+        checks = Checks()
+        with brought_back(env):
+            proc = env.start(*command)
+            feeder = feed_and_strike(proc, data, strike, settle=settle)
+            result = proc.wait(150)
+            feeder.join()
+        line = checks(expect_error, result, where)
+        checks(expect_same, before, target.state(), after_error=line or result.shown())
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done(f"{(line or '').split(': ', 1)[-1][:150]} ({result.measure()})")
+
     def pg_mid_load_table():
         target = fx.pg_target(env.fresh("pg-mid-load"))
-        before = target.state()
-        proc = env.start("load-table", "login_attempts", "--db", target.db)
-        feeder = feed_and_strike(proc, login_attempts(150_000), lambda: pg.stop(mode="immediate"))
-        result = proc.wait(90)
-        feeder.join()
-        pg.start()
-        line = expect_error(result, WHERE_DB)
-        expect_same(before, target.state())
-        fx.drop_database(target.db)
-        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+        try:
+            return struck_mid_stream(target, ["load-table", "login_attempts", "--db", target.db],
+                                     login_attempts(150_000), lambda: pg.stop(mode="immediate"), WHERE_DB)
+        finally:
+            fx.drop_database(target.db)
 
     def pg_mid_restore():
         target = fx.pg_s3_target()
-        before = target.state()
-        proc = env.start("unpack", *target.args)
-        feeder = feed_and_strike(proc, fx.big_archive, lambda: pg.stop(mode="immediate"))
-        result = proc.wait(120)
-        feeder.join()
-        pg.start()
-        line = expect_error(result, WHERE_DB)
-        expect_same(before, target.state())
-        expect_no_leftovers(target.leftovers())
-        fx.drop_database(target.db)
-        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+        try:
+            return struck_mid_stream(target, ["unpack", *target.args], fx.big_archive,
+                                     lambda: pg.stop(mode="immediate"), WHERE_DB)
+        finally:
+            fx.drop_database(target.db)
+
+    def s3_mid_restore():
+        local = fx.sqlite_target(env.fresh("s3-mid-restore"))
+        target = Target(local.db, fx.target_bucket(), env, s3=True)
+        return struck_mid_stream(target, ["unpack", *target.args], fx.big_archive, s3.kill, WHERE_S3, settle=1.5)
 
     def s3_mid_pack():
         source = Target(fx.big_source.db, fx.big_bucket, env, s3=True)
         before = source.state()
         folder = env.fresh("s3-mid-pack")
-        proc = env.start("pack", *source.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-        received = bytearray()
-        try:
+        checks = Checks()
+        with brought_back(env):
+            proc = env.start("pack", *source.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            received = bytearray()
             while len(received) < 0.4 * len(fx.big_archive):
                 piece = proc.popen.stdout.read(1 << 16)
                 if not piece:
@@ -108,82 +124,56 @@ def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
             s3.kill()
             received += proc.popen.stdout.read()
             result = proc.wait(120)
-            line = expect_error(result, WHERE_S3)
+            line = checks(expect_error, result, WHERE_S3)
             (folder / "received.tar").write_bytes(received)
-            expect_verify_fails(env.run("verify", folder / "received.tar"))
+            checks(expect_verify_fails, env.run("verify", folder / "received.tar"))
             # And `pack -o` while the server is down: no FILE, no FILE.partial-*.
-            written = env.run("pack", *source.args, "-o", folder / "backup.tar", timeout=120)
-            expect_error(written, WHERE_S3)
+            checks(expect_error, env.run("pack", *source.args, "-o", folder / "backup.tar", timeout=120), WHERE_S3)
             if (folder / "backup.tar").exists() or leftovers(folder):
-                raise Fail(f"pack -o left {sorted(p.name for p in folder.iterdir())}")
-        finally:
-            s3.start()
-        expect_same(before, source.state(), "bucket")
-        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
-
-    def s3_mid_restore():
-        folder = env.fresh("s3-mid-restore")
-        local = fx.sqlite_target(folder)
-        target = Target(local.db, fx.target_bucket(), env, s3=True)
-        before = target.state()
-        proc = env.start("unpack", *target.args)
-        feeder = feed_and_strike(proc, fx.big_archive, s3.kill, settle=1.5)
-        result = proc.wait(150)
-        feeder.join()
-        s3.start()
-        line = expect_error(result, WHERE_S3)
-        expect_same(before, target.state(), after_error=line)
-        expect_no_leftovers(target.leftovers())
-        return f"{line.split(': ', 1)[1][:150]} ({result.measure()})"
+                checks.failed.append(f"pack -o left {sorted(p.name for p in folder.iterdir())}")
+        checks(expect_same, before, source.state(), "bucket")
+        return checks.done(f"{(line or '').split(': ', 1)[-1][:150]} ({result.measure()})")
 
     def restore_into(kind: str):
         folder = env.fresh(f"restore-{kind}")
         target = fx.sqlite_target(folder)
         archive = folder / "archive.tar"
         archive.write_bytes(fx.big_archive if kind == "full" else fx.archive)
-        storage = Path(target.storage)
-        if kind == "full":  # the target's documents, on a 2 MiB disk that the archive overflows
-            storage = folder / "small-disk"
+        storage = Path(target.storage) if kind == "ro" else folder / "small-disk"
+        checks = Checks()
         with mounted(kind, storage):
-            if kind == "full":
+            if kind == "full":  # the target's documents, on a 2 MiB disk that the archive overflows
                 subprocess.run(["cp", "-a", f"{target.storage}/.", str(storage)], check=True)
                 target = Target(target.db, str(storage), env)
             before = target.state()
-            result = env.run("unpack", *target.args, stdin=archive)
-            line = expect_error(result, WHERE_KEY)
-            expect_same(before, target.state())
-            expect_no_leftovers(target.leftovers())
-        return line.split(": ", 1)[1][:90]
+            line = checks(expect_error, env.run("unpack", *target.args, stdin=archive), WHERE_KEY)
+            checks(expect_same, before, target.state())
+            checks(expect_no_leftovers, target.leftovers())
+        return checks.done((line or "").split(": ", 1)[-1][:90])
 
-    def extract_into(kind: str):
-        folder = env.fresh(f"extract-{kind}")
+    def into_disk(kind: str, command: list[str], output: str):
+        """`command` writing `output` on a read-only or full disk: one line, and no file there."""
+        folder = env.fresh(f"{command[0]}-{kind}")
         archive = folder / "archive.tar"
         archive.write_bytes(fx.big_archive)
+        checks = Checks()
         with mounted(kind, folder / "disk") as disk:
-            result = env.run("unpack", "-C", disk / "out", stdin=archive)
-            line = expect_error(result, WHERE_KEY)
+            result = env.run(*command, disk / output, stdin=archive if command[0] == "unpack" else None)
+            line = checks(expect_error, result, WHERE_KEY)
             if files_under(disk):
-                raise Fail(f"left a file: {files_under(disk)[0]}")
-        return line.split(": ", 1)[1][:90]
-
-    def pack_into(kind: str):
-        folder = env.fresh(f"pack-{kind}")
-        with mounted(kind, folder / "disk") as disk:
-            result = env.run("pack", *fx.big_source.args, "-o", disk / "backup.tar")
-            line = expect_error(result, WHERE_KEY)
-            if files_under(disk):
-                raise Fail(f"left a file: {files_under(disk)[0]}")
-        return line.split(": ", 1)[1][:90]
+                checks.failed.append(f"left a file: {files_under(disk)[0]}")
+        return checks.done((line or "").split(": ", 1)[-1][:90])
 
     def sqlite_on_full_disk():
         folder = env.fresh("sqlite-full")
+        checks = Checks()
         with mounted("full", folder / "disk") as disk:
             target = fx.sqlite_target(disk)  # about 300 KB: fits; the load does not
             before = target.state()
             result = env.run("load-table", "login_attempts", "--db", target.db, stdin=login_attempts(40_000))
-            line = expect_error(result, r"is full|No space left")  # the cause, not a side effect
-            expect_same(before, target.state())
-        return line.split(": ", 1)[1][:90]
+            line = checks(expect_error, result, r"is full|No space left")  # the cause, not a side effect
+            checks(expect_same, before, target.state())
+        return checks.done((line or "").split(": ", 1)[-1][:90])
 
     def case(name, expected, run, quick=False):
         return Case("5 servers fail", name, expected, run, quick=quick, alone=True)
@@ -196,11 +186,15 @@ def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
              "no FILE/.partial", s3_mid_pack),
         case("S3 killed mid restore (SQLite+S3)", back + ", no staging", s3_mid_restore),
         case("read-only target folder: restore", "exit 1, one line; target as before", lambda: restore_into("ro")),
-        case("read-only folder: unpack -C", "exit 1, one line; no file", lambda: extract_into("ro")),
-        case("read-only folder: pack -o", "exit 1, one line; no file", lambda: pack_into("ro")),
+        case("read-only folder: unpack -C", "exit 1, one line; no file",
+             lambda: into_disk("ro", ["unpack", "-C"], "out")),
+        case("read-only folder: pack -o", "exit 1, one line; no file",
+             lambda: into_disk("ro", ["pack", *fx.big_source.args, "-o"], "backup.tar")),
         case("full disk (2 MiB tmpfs): restore", "exit 1, one line; target as before, no staging",
              lambda: restore_into("full")),
-        case("full disk: unpack -C", "exit 1, one line; no file", lambda: extract_into("full")),
-        case("full disk: pack -o", "exit 1, one line; no FILE/.partial", lambda: pack_into("full")),
+        case("full disk: unpack -C", "exit 1, one line; no file",
+             lambda: into_disk("full", ["unpack", "-C"], "out")),
+        case("full disk: pack -o", "exit 1, one line; no FILE/.partial",
+             lambda: into_disk("full", ["pack", *fx.big_source.args, "-o"], "backup.tar")),
         case("full disk: SQLite database, load-table", "exit 1, one line; table as before", sqlite_on_full_disk),
     ]
