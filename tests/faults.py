@@ -3,8 +3,8 @@
 failing servers, a concurrent writer, signals, and secret leaks, on a real PostgreSQL (password
 auth) and a real SeaweedFS S3 server (secret key) started here, once, for every case.
 
-    .venv/bin/python tests/faults.py            # every case (about 8 minutes on 2 cores)
-    .venv/bin/python tests/faults.py --quick    # one or two of each family (under 2 minutes)
+    .venv/bin/python tests/faults.py            # every case (about 7 minutes on 2 cores)
+    .venv/bin/python tests/faults.py --quick    # one or two of each family (under a minute)
     .venv/bin/python tests/faults.py --only bomb --keep
 
 Prints one row per case (case, expected, result) and the totals; exit 1 if any case FAILs.

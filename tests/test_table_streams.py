@@ -136,8 +136,9 @@ def test_dump_table_feeds_jq(tmp_path):
     assert out.stdout == b"admin\n"
 
 
-def test_head_closes_the_pipe_quietly(tmp_path):
-    url = make_db(str(tmp_path / "a.db"), populate=False)
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_head_closes_the_pipe_quietly(engine, tmp_path, pg_url):
+    url = make_db(pg_url if engine == "postgres" else str(tmp_path / "a.db"), populate=False)
     rows = b"".join(ndjson({"id": f"00000000-0000-4000-8000-{n:012d}", "ip_address": "::1",
                             "username": "x" * 200, "success": n % 2}) for n in range(20000))
     ok("load-table", "login_attempts", "--db", url, input=rows)

@@ -6,6 +6,7 @@ applying.  `dump-table`/`load-table` print and read these streams; `pack` and
 `unpack` compose the very same functions for many tables at once.
 """
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -34,13 +35,16 @@ def write_lines(lines: Iterable[bytes], out: BinaryIO, *, flush_bytes: int = 1 <
     """Write each line plus a newline to `out` in large writes; returns the count."""
     buffer = bytearray()
     count = 0
-    for line in lines:
-        buffer += line
-        buffer += b"\n"
-        count += 1
-        if len(buffer) >= flush_bytes:
-            out.write(buffer)
-            buffer.clear()
+    # Closed on any error (a reader gone away): a database stream must end its
+    # query before the connection can do anything else.
+    with closing(iter(lines)) as lines:
+        for line in lines:
+            buffer += line
+            buffer += b"\n"
+            count += 1
+            if len(buffer) >= flush_bytes:
+                out.write(buffer)
+                buffer.clear()
     out.write(buffer)
     out.flush()
     return count

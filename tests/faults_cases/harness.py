@@ -4,7 +4,6 @@ the checks every case makes."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import re
@@ -117,9 +116,15 @@ class Result:
         return f"{self.seconds:.1f}s {self.rss_mb:.0f}MB"
 
 
+TIME = "/usr/bin/time"  # GNU time: the peak memory of the command alone
+
+
 class Proc:
-    """A running `aviary` command, fed and signalled by the drill; `wait` gives its Result
-    with its own peak memory (wait4), whatever else runs beside it."""
+    """A running `aviary` command, fed and signalled by the drill; `wait` gives its Result.
+
+    It runs under GNU time, whose small process forks it, so that its peak memory is its own:
+    Linux carries the forking process's high-water mark across exec, and this runner is large.
+    """
 
     def __init__(self, env: "Env", args, *, stdin=subprocess.PIPE, stdout=None, extra_env=None,
                  umask: int | None = None, cwd=None):
@@ -127,10 +132,12 @@ class Proc:
         self.args = AVIARY + [str(a) for a in args]
         self.out_file = tempfile.TemporaryFile(dir=env.root)
         self.err_file = tempfile.TemporaryFile(dir=env.root)
+        self.peak_file = Path(tempfile.mkstemp(dir=env.root)[1]) if os.access(TIME, os.X_OK) else None
+        timed = [TIME, "-f", "%M", "-o", str(self.peak_file)] if self.peak_file else []
         preexec = (lambda: os.umask(umask)) if umask is not None else None
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
-            self.args, stdin=stdin, stdout=self.out_file if stdout is None else stdout,
+            timed + self.args, stdin=stdin, stdout=self.out_file if stdout is None else stdout,
             stderr=self.err_file, env=env.command_env(extra_env), cwd=cwd,
             start_new_session=True, preexec_fn=preexec)
         self.pid = self.popen.pid
@@ -155,7 +162,19 @@ class Proc:
             pass
 
     def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
+        """To the command itself (GNU time, its parent, would ignore SIGINT)."""
+        os.kill(self.command_pid(), signum)
+
+    def command_pid(self) -> int:
+        if not self.peak_file:
+            return self.pid
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        for _ in range(200):
+            found = children.read_text().split() if children.exists() else []
+            if found:
+                return int(found[0])
+            time.sleep(0.01)
+        raise Fail("drill: the command under GNU time did not start")
 
     def wait(self, timeout: float = 120) -> Result:
         box: dict = {}
@@ -168,6 +187,12 @@ class Proc:
             waiter.join()
         _, status, usage = box["r"]
         self.popen.returncode = os.waitstatus_to_exitcode(status)
+        peak_kb = usage.ru_maxrss
+        if self.peak_file:
+            lines = self.peak_file.read_text().split()
+            self.peak_file.unlink()
+            if lines and lines[-1].isdigit():
+                peak_kb = int(lines[-1])
         if self.popen.stdin:
             self.close_stdin()
         seconds = time.monotonic() - self.started
@@ -177,7 +202,7 @@ class Proc:
         err = self.err_file.read().decode("utf-8", "replace")
         self.out_file.close()
         self.err_file.close()
-        result = Result(self.args, self.popen.returncode, out, err, seconds, usage.ru_maxrss / 1024, timed_out)
+        result = Result(self.args, self.popen.returncode, out, err, seconds, peak_kb / 1024, timed_out)
         self.env.scan(result)
         return result
 
@@ -225,6 +250,10 @@ class Env:
         finally:
             if source is not subprocess.DEVNULL:
                 source.close()
+
+    def scan_piped(self, name: str, data: bytes) -> None:
+        """Output the drill read through a pipe (not in a Result), searched as well."""
+        self.scan(Result([*AVIARY, name], 0, bytes(data), "", 0.0, 0.0))
 
     def scan(self, result: Result) -> None:
         """Every byte a command printed, searched for the secrets (gzip output unpacked)."""
@@ -471,7 +500,3 @@ def copy_target(template: Target, into: Path) -> Target:
     shutil.copy(template.db, into / "aviary.db")
     shutil.copytree(template.storage, into / "data", symlinks=True)
     return Target(str(into / "aviary.db"), str(into / "data"), template.env)
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    return gzip.compress(data, compresslevel=6, mtime=0)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from servers import free_ports
 
 from .fixtures import Fixtures
-from .harness import Case, Checks, Env, Fail, dump_tables, expect_error, expect_ok
+from .harness import Case, Env, Fail, dump_tables, expect_error, expect_ok
 
 WHERE_SERVER = r"postgresql://|s3://|127\.0\.0\.1|DB_|\.invalid|S3"
 

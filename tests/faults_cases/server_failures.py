@@ -124,6 +124,7 @@ def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
             s3.kill()
             received += proc.popen.stdout.read()
             result = proc.wait(120)
+            env.scan_piped("pack", received)
             line = checks(expect_error, result, WHERE_S3)
             (folder / "received.tar").write_bytes(received)
             checks(expect_verify_fails, env.run("verify", folder / "received.tar"))

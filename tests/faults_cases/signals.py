@@ -30,6 +30,7 @@ def signal_cases(env: Env, fx: Fixtures) -> list[Case]:
         proc.popen.stdout.close()
         shown = reader.communicate(timeout=60)[0]
         result = proc.wait(60)
+        env.scan_piped(command[0], shown)
         if engine == "postgres":
             fx.drop_database(target.db)
         if not shown:

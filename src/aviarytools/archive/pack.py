@@ -9,6 +9,7 @@ dozen bytes per file, never the files themselves).
 """
 
 import json
+from contextlib import closing
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
@@ -159,8 +160,8 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
         for name in names:
             member = layout.table_member(name)
             dirs.before(member)
-            lines = db.rows(db.table(name), queries[name])
-            writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
+            with closing(db.rows(db.table(name), queries[name])) as lines:
+                writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
         for info in files:
             user_id, path = layout.document_of_key(info.key)
             member = layout.document_member(user_id, path)

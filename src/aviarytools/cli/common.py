@@ -101,7 +101,8 @@ def run_main(group: click.Group) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        click.echo(f"{_failed_command(name)}: interrupted", err=True)
         sys.exit(130)
     except AviaryError as e:
         click.echo(f"{_failed_command(name)}: {redact(str(e))}", err=True)

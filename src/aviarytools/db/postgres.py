@@ -269,8 +269,14 @@ class PostgresDatabase(Database):
         floats = any(c.kind is Kind.FLOAT for c in shown.columns)
         try:
             with self.conn.cursor().copy(sql) as copy:
-                for data in copy:
-                    yield reencode_floats(data[:-1]) if floats else data[:-1]
+                try:
+                    for data in copy:
+                        yield reencode_floats(data[:-1]) if floats else data[:-1]
+                except BaseException:
+                    # The reader went away (| head) or we were stopped: without a
+                    # cancel, leaving the COPY would first drain all of its rows.
+                    self.conn.cancel_safe()
+                    raise
         except psycopg.Error as e:
             raise self.error(e) from None
 

@@ -69,7 +69,8 @@ def _timestamp_sql(c: str) -> str:
     """Go's UTC text (`2025-07-27 10:11:12.123456789+00:00`), the common case,
     rewritten in SQL (a dump's hot path); anything else goes to aviary_ts.
     date() and time() give back their input only for a real day and time."""
-    real = f"date(julianday(substr({c}, 1, 10))) = substr({c}, 1, 10) AND time(substr({c}, 12, 8)) = substr({c}, 12, 8)"
+    real = (f"date(julianday(substr({c}, 1, 10))) = substr({c}, 1, 10) AND substr({c}, 12, 2) < '24'"
+            f" AND time(substr({c}, 12, 8)) = substr({c}, 12, 8)")
     return (
         f"CASE WHEN {c} GLOB '{_GO_UTC}+00:00' AND {real}"
         f" THEN substr({c}, 1, 10) || 'T' || substr({c}, 12, 8) || 'Z'"

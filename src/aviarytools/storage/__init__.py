@@ -91,6 +91,8 @@ def _bucket(url, environ, endpoint, region, path_style, access_key, secret_key) 
 
     bucket, _, prefix = url[len("s3://"):].partition("/")
     if not bucket or "@" in bucket or ":" in bucket:
+        for secret in bucket.rpartition("@")[0].split(":"):  # s3://KEY:SECRET@bucket
+            register_secret(secret)
         raise ConfigError(f"{redact(url)}: expected s3://bucket or s3://bucket/prefix "
                           "(credentials go in S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
     access_key = access_key or environ.get("S3_ACCESS_KEY_ID") or None
