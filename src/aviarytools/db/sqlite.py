@@ -250,12 +250,14 @@ class SQLiteDatabase(Database):
         try:
             cursor = self.conn.execute(sql)
         except sqlite3.IntegrityError as e:
-            self.execute("ROLLBACK TO aviary_apply")
+            if self.conn.in_transaction:  # SQLite may have rolled back itself (disk full)
+                self.execute("ROLLBACK TO aviary_apply")
             if deleting:
                 raise self.still_referenced(stage, str(e)) from None
             raise self.explain_violation(stage, str(e), _unique_columns(str(e))) from None
         except sqlite3.Error as e:
-            self.execute("ROLLBACK TO aviary_apply")
+            if self.conn.in_transaction:  # SQLite may have rolled back itself (disk full)
+                self.execute("ROLLBACK TO aviary_apply")
             raise self._error(e, sql) from None
         self.execute("RELEASE aviary_apply")
         return cursor.rowcount

@@ -89,10 +89,15 @@ def _folder(path: str, url: str) -> FilesystemStorage:
 def _bucket(url, environ, endpoint, region, path_style, access_key, secret_key) -> S3Storage:
     from .s3 import S3Storage, make_client
 
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    if not bucket or "@" in bucket or ":" in bucket:
-        for secret in bucket.rpartition("@")[0].split(":"):  # s3://KEY:SECRET@bucket
+    rest = url[len("s3://"):]
+    if "@" in rest:  # s3://KEY:SECRET@bucket: the secret may hold "/", so before any split
+        for secret in rest.rpartition("@")[0].split(":", 1):
             register_secret(secret)
+            register_secret(unquote(secret))
+        raise ConfigError(f"s3://***@{rest.rpartition('@')[2]}: credentials do not go in the URL"
+                          " (use S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or ":" in bucket:
         raise ConfigError(f"{redact(url)}: expected s3://bucket or s3://bucket/prefix "
                           "(credentials go in S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
     access_key = access_key or environ.get("S3_ACCESS_KEY_ID") or None
