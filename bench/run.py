@@ -43,10 +43,14 @@ class CommandFailed(Exception):
 
 
 class Bench:
-    def __init__(self, workdir: Path, repeat: int, budget: float, verbose: bool):
+    def __init__(self, workdir: Path, repeat: int, budget: float, verbose: bool, only: str = ""):
         self.dir, self.repeat, self.budget, self.verbose = workdir, repeat, budget, verbose
+        self.only = only  # run only the rows whose name contains this text
         # Commands are shell text over these variables, so they read as typed.
         self.env = {**os.environ, "AVIARY": f"{sys.executable} -m aviarytools"}
+        # Our commands run from bytecode, as an installed package does: with this set,
+        # every module edited since its .pyc was written is compiled again on every run.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.peaks: dict[str, dict[int, float]] = {}  # row name -> size -> our peak MB
         self.size = 0
 
@@ -57,8 +61,9 @@ class Bench:
     def compare(self, name, ours_cmd, peer_cmd, target_ratio=None, *, prepare=None, check=None):
         """Best-of-N wall time of both commands; one table row.  `prepare` runs
         untimed before every run (e.g. empty the table), `check` after it."""
-        ours, peak = self._best(ours_cmd, prepare, check)
-        peer, _ = self._best(peer_cmd, prepare, check)
+        if self.only not in name:
+            return
+        (ours, peak), (peer, _) = self._best(ours_cmd, peer_cmd, prepare=prepare, check=check)
         ratio = ours / peer
         self.peaks.setdefault(name, {})[self.size] = peak
         if target_ratio is None:
@@ -73,20 +78,23 @@ class Bench:
             print(f"      ours: {ours_cmd}\n      peer: {peer_cmd}")
         sys.stdout.flush()
 
-    def _best(self, cmd, prepare, check):
-        """Best wall time and highest peak over `repeat` runs, fewer once a
-        command has used up its time budget (best of 3 where cheap)."""
-        best, peak, spent = float("inf"), 0.0, 0.0
+    def _best(self, *cmds, prepare, check):
+        """(best wall time, highest peak) of each command over `repeat` rounds,
+        fewer once a command has used up its time budget (best of 3 where
+        cheap).  The commands take turns, so that other work on the machine
+        weighs on ours and the peer's alike."""
+        best, peak, spent = [float("inf")] * len(cmds), [0.0] * len(cmds), [0.0] * len(cmds)
         for _ in range(self.repeat):
-            if prepare:
-                prepare()
-            wall, rss = self.run(cmd)
-            if check:
-                check()
-            best, peak, spent = min(best, wall), max(peak, rss), spent + wall
-            if spent >= self.budget:
+            for i, cmd in enumerate(cmds):
+                if prepare:
+                    prepare()
+                wall, rss = self.run(cmd)
+                if check:
+                    check()
+                best[i], peak[i], spent[i] = min(best[i], wall), max(peak[i], rss), spent[i] + wall
+            if max(spent) >= self.budget:
                 break
-        return best, peak
+        return list(zip(best, peak))
 
     def run(self, cmd: str) -> tuple[float, float]:
         """(wall seconds, peak RSS MB) of `sh -c cmd`; raises CommandFailed.
@@ -269,6 +277,9 @@ def archives(bench: Bench, megabytes: int) -> None:
     make_installation(live, megabytes)
     bench.run("$AVIARY pack --db live/aviary.db --storage live > archive.tar")  # setup: untimed
     bench.run("tar -cf peer.tar -C live users")
+    # The setup wrote three times the archive's size: on disk now, so that its
+    # writeback does not slow whichever command happens to be timed first.
+    os.sync()
     actual = (bench.dir / "archive.tar").stat().st_size / 1e6
     bench.section(f"archives: 2,000 documents, {actual:.0f} MB archive, best of {bench.repeat} runs")
     bench.compare("pack / tar -cf -",
@@ -278,7 +289,11 @@ def archives(bench: Bench, megabytes: int) -> None:
     bench.compare("verify / tar -xOf - | xxhsum -H2",
                   "$AVIARY verify < archive.tar",
                   "tar -xOf - < archive.tar | xxhsum -H2 - > /dev/null", 1.3)
-    clean = lambda: shutil.rmtree(bench.dir / "out", ignore_errors=True)
+    def clean():
+        # Every run starts with no earlier run's files still being written back.
+        shutil.rmtree(bench.dir / "out", ignore_errors=True)
+        os.sync()
+
     bench.compare("unpack -C / tar -x",
                   "$AVIARY unpack -C out < archive.tar",
                   "mkdir -p out && tar -xf - -C out < archive.tar", 1.3, prepare=clean)
@@ -311,6 +326,8 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print each command")
     parser.add_argument("--no-archives", action="store_true", help="table streams only")
     parser.add_argument("--no-tables", action="store_true", help="archives only")
+    parser.add_argument("--only", default="", metavar="TEXT",
+                        help="run only the rows whose name contains TEXT, e.g. 'load-table postgres'")
     args = parser.parse_args()
     sizes = [20_000] if args.quick else sorted(args.rows)
 
@@ -320,7 +337,7 @@ def main() -> int:
     workdir.chmod(0o755)  # the server (user postgres) lives in a sub-folder
     server = PostgresServer(workdir / "pg")
     (workdir / "pg").mkdir()
-    bench = Bench(workdir, args.repeat, args.budget, args.verbose)
+    bench = Bench(workdir, args.repeat, args.budget, args.verbose, args.only)
     try:
         server.start()
         sqlite_version = subprocess.run(["sqlite3", "--version"], capture_output=True, text=True).stdout.split()[0]

@@ -64,3 +64,63 @@ def test_a_pack_cut_short_by_its_reader_fails(tmp_path):
                          shell=True, executable="/bin/bash", capture_output=True)
     assert run.returncode == 1
     assert b"the reader closed the output before the archive was complete" in run.stderr
+
+
+def test_a_document_deleted_while_packing_is_left_out_and_recorded(tmp_path):
+    """A user deleting a document during the nightly backup does not fail it:
+    the document is left out, named on stderr and in vanished.ndjson, and verify
+    reconciles metadata's totals (taken from the listing) with it."""
+    import io
+    import tarfile
+
+    from aviarytools.archive.pack import PackOptions, pack
+    from aviarytools.db import connect
+    from aviarytools.storage import FilesystemStorage
+
+    url, folder = _live(tmp_path)
+
+    class DeletedAfterListing(FilesystemStorage):
+        """The real folder; the first document disappears once listed, as a concurrent delete does."""
+
+        def list(self, prefix=""):
+            listed = list(super().list(prefix))
+            self.gone = next(o for o in listed if o.key.endswith(".pdf"))
+            self.delete(self.gone.key)
+            return iter(listed)
+
+    storage = DeletedAfterListing(folder)
+    out = io.BytesIO()
+    db = connect(url)
+    try:
+        summary = pack(db, storage, out, PackOptions())
+    finally:
+        db.close()
+    assert len(summary.vanished) == 1 and summary.vanished[0][1] == storage.gone.size
+    names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
+    assert names[-2:] == ["vanished.ndjson", "checksums.xxh128"]
+    user_id, path = storage.gone.key.split("/", 3)[1::2]
+    assert f"filesystem/documents/{user_id}/{path}" not in names
+    verified = aviary("verify", input=out.getvalue())
+    assert verified.returncode == 0, verified.stderr
+    assert b"1 document(s) were deleted while pack ran" in verified.stderr
+    assert aviary("unpack", "--db", url, "--storage", folder, input=out.getvalue()).returncode == 0
+
+
+def test_pack_into_a_fifo_or_device_writes_into_it_and_never_replaces_it(tmp_path):
+    import os
+    import stat
+    import threading
+
+    url, folder = _live(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert aviary("pack", "--db", url, "--storage", folder, "-o", fifo).returncode == 0
+    reader.join(30)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert ok("verify", input=received[0]) == b""
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    assert aviary("pack", "--db", url, "--storage", folder, "-o", "/dev/null").returncode == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

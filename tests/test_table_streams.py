@@ -228,3 +228,45 @@ def test_upsert_updates_only_the_columns_the_input_has(engine, tmp_path, pg_url)
         assert row["email"].endswith("@example.net")
         assert {k: v for k, v in row.items() if k != "email"} == \
                {k: v for k, v in before[user_id].items() if k != "email"}
+
+
+def test_postgresql_timestamp_text_is_to_chars_for_every_year(pg_url):
+    # Years 1 to 9999 are written from the ISO text (faster), the others by
+    # to_char: the same characters either way, whatever the client's DateStyle.
+    import psycopg
+    values = ["0001-01-01 00:00:00+00", "0001-01-01 00:00:00.000001+00", "0999-05-05 05:05:05.5+00",
+              "1969-12-31 23:59:59.999999+00", "2025-01-01 10:11:12.120+13:45", "2025-06-30 23:59:60+00",
+              "2025-07-27 00:00:00.000010+00", "9999-12-31 23:59:59.999999+00", "10000-01-01 00:00:00+00",
+              "294276-12-31 23:59:59.999999+00", "0001-12-31 23:59:59.999999+00 BC",
+              "4713-01-01 00:00:00+00 BC", "infinity", "-infinity", None]
+    general = "rtrim(rtrim(to_char({}, 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '0'), '.') || 'Z'"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE moments (n int PRIMARY KEY, tz timestamptz, plain timestamp, day date)")
+        for n, value in enumerate(values):
+            conn.execute("INSERT INTO moments VALUES (%s, %s::timestamptz, %s::timestamptz AT TIME ZONE 'UTC',"
+                         " %s::timestamptz AT TIME ZONE 'UTC')", (n, value, value, value))
+        columns = ", ".join(general.format(c) for c in ("tz AT TIME ZONE 'UTC'", "plain", "day"))
+        expected = conn.execute(f"SELECT n, {columns} FROM moments ORDER BY n").fetchall()
+    out = ok("dump-table", "moments", "--db", pg_url, env={"PGDATESTYLE": "SQL, DMY", "PGTZ": "Asia/Kathmandu"})
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["n"], r["tz"], r["plain"], r["day"]) for r in rows] == [tuple(e) for e in expected]
+    assert rows[0]["tz"] == rows[0]["plain"] == "0001-01-01T00:00:00Z"
+    assert rows[4]["tz"] == "2024-12-31T20:26:12.12Z" and rows[7]["tz"] == "9999-12-31T23:59:59.999999Z"
+
+
+def test_postgresql_dump_options_match_sqlite(tmp_path, pg_url):
+    # Whole tables, limits, conditions and columns without the key take
+    # different queries in PostgreSQL; the rows and their order do not change.
+    source = make_db(str(tmp_path / "a.db"), users=4, nanos=False)
+    make_db(pg_url, populate=False)
+    assert copy_tables(source, pg_url) == []
+    for options in (["documents"], ["documents", "--limit", "3"], ["documents", "--limit", "0"],
+                    ["documents", "--columns", "document_name,id", "--limit", "4"],
+                    ["documents", "--columns", "user_id,document_name"],
+                    ["documents", "--columns", "file_size", "--limit", "2"],
+                    ["documents", "--user", "admin"], ["documents", "--user", "admin", "--limit", "1"],
+                    ["documents", "--where", "file_size > 1000", "--columns", "id,file_size"],
+                    ["system_settings", "--columns", "value,key"], ["system_settings", "--limit", "2"]):
+        expected = ok("dump-table", *options, "--db", source)
+        assert ok("dump-table", *options, "--db", pg_url) == expected, options
+        assert expected or options[-1] == "0"

@@ -26,6 +26,10 @@ class StorageError(AviaryError):
     """Reading or writing documents failed."""
 
 
+class MissingObject(StorageError):
+    """The object is not (or no longer) there."""
+
+
 class ArchiveError(AviaryError):
     """The archive is malformed, truncated, corrupt or unsafe."""
 
@@ -46,3 +50,17 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
     return text
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (a newline or NUL inside a member name) escaped,
+    so that one message stays one line on a terminal or in a log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
+
+
+def message(text: str) -> str:
+    """What may be printed of `text`: no secret, one line."""
+    return printable(redact(text))

@@ -16,11 +16,21 @@ from .errors import InputError
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
+def ijson_reason(error: Exception) -> str:
+    """ijson's complaint on one line (yajl's spans three, sometimes as bytes)."""
+    reason = error.args[0] if error.args else ""
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    lines = str(reason).strip().splitlines()
+    return lines[0].strip() if lines else "incomplete JSON"
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+_scan = _decoder.scan_once  # raw_decode without its checks, for the common case
 
 
 def _skip_space(stream: BinaryIO) -> tuple[bytes, int]:
@@ -84,6 +94,14 @@ class RowSource:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InputError(f"{self.where(number)}: invalid UTF-8 at byte {e.start + 1}") from None
+        if text[:1] == "{":  # the common line, `{...}\n`, parsed with no copies
+            try:
+                value, end = _scan(text, 0)
+            except (StopIteration, ValueError, RecursionError):
+                pass  # said below
+            else:
+                if end == len(text) - 1 and text[end] == "\n":
+                    return value
         try:
             value, end = _decoder.raw_decode(text, len(text) - len(text.lstrip()))
         except json.JSONDecodeError as e:
@@ -104,8 +122,7 @@ class RowSource:
             for number, row in enumerate(ijson.items(self.stream, "item", use_float=True), 1):
                 yield number, row
         except ijson.JSONError as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else "incomplete JSON"
-            raise InputError(f"{self.where(number + 1)}: invalid JSON: {reason}") from None
+            raise InputError(f"{self.where(number + 1)}: invalid JSON: {ijson_reason(e)}") from None
         except UnicodeDecodeError as e:
             raise InputError(f"{self.where(number + 1)}: invalid UTF-8 ({e.reason})") from None
         except RecursionError:

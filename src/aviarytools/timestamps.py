@@ -56,6 +56,32 @@ def _offset_seconds(text: str | None) -> int:
     return sign * (hours * 3600 + minutes * 60 + seconds)
 
 
+# The common forms, UTC with a whole-second clock: canonical rows
+# (`2025-07-27T10:11:12.123456789Z`) and Go's SQLite text (`... +00:00`).
+# ASCII digits only; anything else takes the general path, which decides.
+_CLOCK = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_UTC = re.compile(rf"([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})[T ]{_CLOCK}(?:\.([0-9]{{1,9}}))?(?:Z|\+00:00)").fullmatch
+# ... with at most microseconds, from year 1: PostgreSQL takes the same text.
+_UTC_MICROS = re.compile(
+    rf"((?!0000)[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})[T ]({_CLOCK})(?:\.([0-9]{{1,6}}))?(?:Z|\+00:00)"
+).fullmatch
+_DAY_SECONDS: dict[str, int] = {}  # "YYYY-MM-DD" of a real date -> its midnight, seconds since the epoch
+_FRACTION_SCALE = tuple(10 ** (9 - n) for n in range(10))
+
+
+def _day_seconds(date: str) -> int | None:
+    """Seconds since the epoch of midnight UTC on `date` (`YYYY-MM-DD`), None if no such day."""
+    seconds = _DAY_SECONDS.get(date)
+    if seconds is None:
+        year, month, day = int(date[:4]), int(date[5:7]), int(date[8:10])
+        if not 1 <= month <= 12 or civil_from_days(days_from_civil(year, month, day))[2] != day:
+            return None
+        if len(_DAY_SECONDS) >= 8192:  # a cache of days, not of every row
+            _DAY_SECONDS.clear()
+        seconds = _DAY_SECONDS[date] = days_from_civil(year, month, day) * 86400
+    return seconds
+
+
 def parse(text: str) -> int:
     """Nanoseconds since the epoch of an RFC 3339, SQLite or PostgreSQL timestamp.
 
@@ -63,6 +89,19 @@ def parse(text: str) -> int:
     `2025-07-27 10:11:12.5+13:45`, `0001-01-01 00:00:00+00:00`, a bare date;
     text without an offset is UTC.  Raises ValueError saying why otherwise.
     """
+    match = _UTC(text)
+    if match is not None:
+        date, fraction = match.groups()
+        midnight = _DAY_SECONDS.get(date)
+        if midnight is None:
+            midnight = _day_seconds(date)
+        if midnight is not None:
+            ns = (midnight + int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * NS_PER_SECOND
+            return ns if fraction is None else ns + int(fraction) * _FRACTION_SCALE[len(fraction)]
+    return _parse_general(text)
+
+
+def _parse_general(text: str) -> int:
     match = _TEXT.fullmatch(text.strip())
     if not match:
         raise ValueError(f"not a timestamp: {_clip(text)!r}")
@@ -119,6 +158,18 @@ def to_sqlite(ns: int) -> str:
     )
 
 
+def sqlite_text(text: str) -> str | None:
+    """to_sqlite(parse(text)) without the arithmetic, for UTC text in the
+    common forms; None for anything else (the caller takes the general path)."""
+    match = _UTC(text)
+    if match is not None:
+        date, fraction = match.groups()
+        if date in _DAY_SECONDS or _day_seconds(date) is not None:
+            fraction = fraction.rstrip("0") if fraction else ""
+            return f"{date} {text[11:19]}{'.' if fraction else ''}{fraction}+00:00"
+    return None
+
+
 def round_to_microseconds(ns: int) -> int:
     """`ns` rounded half to even at the microsecond, as PostgreSQL keeps it."""
     micros, rest = divmod(ns, 1000)
@@ -132,11 +183,33 @@ def to_postgres(ns: int) -> str:
 
     Years before 1 AD are written the way PostgreSQL reads them (`... BC`).
     """
-    year, month, day, hour, minute, second, nanos = _split(round_to_microseconds(ns))
-    era = ""
-    if year <= 0:
-        year, era = 1 - year, " BC"
-    return (
-        f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
-        f"{_fraction(nanos // 1000, 6)}+00{era}"
-    )
+    days, rest = divmod(round_to_microseconds(ns), NS_PER_DAY)
+    date = _POSTGRES_DATES.get(days)
+    if date is None:
+        year, month, day = civil_from_days(days)
+        era = ""
+        if year <= 0:
+            year, era = 1 - year, " BC"
+        if len(_POSTGRES_DATES) >= 8192:
+            _POSTGRES_DATES.clear()
+        date = _POSTGRES_DATES[days] = (f"{year:04d}-{month:02d}-{day:02d} ", era)
+    seconds, nanos = divmod(rest, NS_PER_SECOND)
+    hour, seconds = divmod(seconds, 3600)
+    minute, second = divmod(seconds, 60)
+    return f"{date[0]}{hour:02d}:{minute:02d}:{second:02d}{_fraction(nanos // 1000, 6)}+00{date[1]}"
+
+
+_POSTGRES_DATES: dict[int, tuple[str, str]] = {}  # day -> ("YYYY-MM-DD ", era) as to_postgres writes them
+
+
+def postgres_text(text: str) -> str | None:
+    """to_postgres(parse(text)) without the arithmetic, where that is plain:
+    UTC text in the common forms with at most microseconds and a year from 1.
+    None for anything else (the caller takes the general path)."""
+    match = _UTC_MICROS(text)
+    if match is not None:
+        date, clock, fraction = match.groups()
+        if date in _DAY_SECONDS or _day_seconds(date) is not None:
+            fraction = fraction.rstrip("0") if fraction else ""
+            return f"{date} {clock}{'.' if fraction else ''}{fraction}+00"
+    return None

@@ -70,6 +70,7 @@ def _int(value: object, column: Column) -> int:
 
 
 def _float(value: object, column: Column) -> float:
+    given = value
     if isinstance(value, str):
         try:
             value = float(value)
@@ -82,7 +83,11 @@ def _float(value: object, column: Column) -> float:
     except OverflowError:
         raise ValueError("number too large for a float column") from None
     if not math.isfinite(result):
-        raise ValueError("NaN and infinities are not allowed")
+        # JSON has no NaN or Infinity token (the decoder refuses them): a number
+        # that became infinite was too long; a string may have spelled "inf".
+        if isinstance(given, str) or math.isnan(result):
+            raise ValueError("NaN and infinities are not allowed")
+        raise ValueError("number too large for a float column")
     return result
 
 
@@ -145,6 +150,57 @@ def coerce(column: Column, value: object) -> object:
             raise ValueError("cannot be null")
         return None
     return _COERCE[column.kind](value, column)
+
+
+# Per-column coercers for loading many rows: one call per value, the common
+# case first, everything else (and every error) by the functions above, so
+# the result is the same.  A coercer may carry `plain`: a test (in C) of
+# string values that are their own result, which a caller can make inline.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+
+
+def text_bound(column: Column) -> int:
+    """The most characters of a text value for `column` that can never be over a limit
+    when the text is ASCII (one byte each)."""
+    return MAX_VALUE_BYTES if column.max_length is None else min(column.max_length, MAX_VALUE_BYTES)
+
+
+def coercer(column: Column):
+    """`coerce` of a non-null value for one column, as a one-argument function."""
+    kind = column.kind
+    if kind is Kind.UUID:
+        def coerce_uuid(value):
+            if type(value) is str and _CANONICAL_UUID(value):
+                return value
+            return _uuid(value, column)
+        coerce_uuid.plain = _CANONICAL_UUID
+        return coerce_uuid
+    if kind is Kind.TEXT:
+        # ASCII without NUL is valid Unicode whose UTF-8 is as long as the text.
+        plain = re.compile(f"[\x01-\x7f]{{0,{text_bound(column)}}}").fullmatch
+
+        def coerce_text(value):
+            if type(value) is str and plain(value):
+                return value
+            return _text(value, column)
+        coerce_text.plain = plain
+        return coerce_text
+    if kind is Kind.BOOL:
+        def coerce_bool(value):
+            if value is True or value is False:
+                return value
+            return _bool(value, column)
+        return coerce_bool
+    if kind is Kind.TIMESTAMP:
+        parse = timestamps.parse
+
+        def coerce_timestamp(value):
+            if type(value) is str:
+                return parse(value)
+            return _timestamp(value, column)
+        return coerce_timestamp
+    function = _COERCE[kind]
+    return lambda value: function(value, column)
 
 
 def format_float(value: float) -> str:

@@ -7,8 +7,9 @@ been read and its checksums hold, so no partial or corrupt file ever passes
 for complete.  Folders are created 0700 and files 0600.
 """
 
+import contextlib
 import os
-import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,8 +29,11 @@ class ExtractSummary:
 class Extraction:
     def __init__(self, destination: str):
         self.root = Path(destination).absolute()
-        self.pending: list[tuple[Path, Path]] = []
-        self.files: set[Path] = set()
+        # Paths as strings: pathlib costs more than the syscalls, file after file.
+        self.pending: list[tuple[str, str]] = []  # (temporary, final name)
+        self.files: set[str] = set()
+        self.folders: dict[str, str] = {}  # a member's folder name -> its checked path
+        self.checked: set[str] = set()  # folders checked (real, ours to write in) or made
         self.digests: dict[str, str] = {}
         self.checksums: dict[str, str] | None = None
         self.summary = ExtractSummary()
@@ -51,27 +55,45 @@ class Extraction:
                 os.replace(temp, final)
         except BaseException:
             for temp, _ in self.pending:
-                temp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
             raise
         return self.summary
 
-    def _folder(self, name: str) -> Path:
-        folder = self.root.joinpath(*[p for p in name.split("/") if p])
-        for part in [*reversed(folder.parents), folder]:
-            if part == self.root or self.root not in part.parents:
+    def _folder(self, name: str) -> str:
+        """The folder `name` under the root, made where missing, checked once.
+
+        A folder checked stays good: members only add files under temporary
+        names, and a file member under a folder's name is refused in _write.
+        """
+        known = self.folders.get(name)
+        if known is not None:
+            return known
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        folder = str(self.root)
+        for i, part_name in enumerate(parts):
+            part = os.path.join(folder, part_name)
+            folder = part
+            if part in self.checked:
                 continue
-            if part.is_symlink():
+            try:
+                mode = os.lstat(part).st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and stat.S_ISLNK(mode):
                 raise ArchiveError(f"{name}: {part} is a symbolic link in the target folder")
             if part in self.files:
-                shown = part.relative_to(self.root).as_posix()
+                shown = "/".join(parts[: i + 1])
                 raise ArchiveError(f"{shown}: both a file and a folder in the archive")
-            if not part.exists():
-                part.mkdir(mode=0o700)
+            if mode is None:
+                os.mkdir(part, 0o700)
                 os.chmod(part, 0o700)
-            elif not part.is_dir():
+            elif not stat.S_ISDIR(mode):
                 raise ArchiveError(f"{name}: {part} exists and is not a folder")
-        if not folder.resolve().is_relative_to(self.real_root):
+            self.checked.add(part)
+        if not Path(folder).resolve().is_relative_to(self.real_root):
             raise ArchiveError(f"{name}: would be written outside {self.root}")
+        self.folders[name] = folder
         return folder
 
     def _member(self, member) -> None:
@@ -88,22 +110,31 @@ class Extraction:
             self.checksums = {n: d for d, n in parse_checksums([data], source=member.name)}
             self._write(folder, base, member.name, [data])
             return
-        self._write(folder, base, member.name, content.chunks())
+        self._write(folder, base, member.name, content.views())
         self.digests[member.name] = content.hasher.hexdigest()
 
-    def _write(self, folder: Path, base: str, name: str, chunks) -> None:
-        final = folder / base
-        if final.is_symlink() or (final.exists() and not final.is_file()):
-            raise ArchiveError(f"{name}: {final} exists and is not a regular file")
+    def _write(self, folder: str, base: str, name: str, chunks) -> None:
+        final = folder if base == "." else os.path.join(folder, base)
+        try:
+            mode = os.lstat(final).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        else:
+            if not stat.S_ISREG(mode):  # a link, a folder, ...
+                raise ArchiveError(f"{name}: {final} exists and is not a regular file")
         self.files.add(final)
-        temp = folder / f".aviary-tmp-{secrets.token_hex(6)}"
+        temp = os.path.join(folder, f".aviary-tmp-{os.urandom(6).hex()}")  # as secrets.token_hex
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.pending.append((temp, final))
-        with open(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            for chunk in chunks:  # straight from the reader's buffer: no copy, no buffering
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
                 self.summary.bytes += len(chunk)
-        os.chmod(temp, 0o600)
+        finally:
+            os.close(fd)
         self.summary.files += 1
 
 

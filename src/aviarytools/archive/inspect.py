@@ -7,6 +7,7 @@ import ijson
 
 from .. import schema, timestamps
 from ..errors import ArchiveError, InputError
+from ..rowinput import ijson_reason
 from ..values import _generic, coerce, encode
 from . import layout
 from .reading import HashedContent, buffered, members, read_metadata
@@ -80,6 +81,6 @@ def table_rows(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes
                     except InputError as e:
                         raise InputError(f"{name}: item {number}, {e}") from None
             except ijson.JSONError as e:
-                raise ArchiveError(f"{name}: invalid JSON: {str(e).strip()[:120]}") from None
+                raise ArchiveError(f"{name}: invalid JSON: {ijson_reason(e)[:120]}") from None
             return
     raise ArchiveError(f"{name}: no such member in the archive")

@@ -4,9 +4,11 @@
     database/<table>.json                          one JSON array per table
     filesystem/documents/<user>/<path>             <-> users/<user>/pdfs/<path>
     filesystem/configs/<user>/rmapi.conf           old Aviary: -> users.rmapi_config
+    vanished.ndjson                                documents deleted while pack ran (aviarytools only)
     checksums.xxh128                               last (aviarytools only)
 """
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ from ..tar import CHECKSUMS_NAME
 
 METADATA = "metadata.json"
 CHECKSUMS = CHECKSUMS_NAME
+VANISHED = "vanished.ndjson"
 DOCUMENTS_PREFIX = "filesystem/documents/"
 CONFIGS_PREFIX = "filesystem/configs/"
 STORAGE_USERS = "users/"
@@ -38,6 +41,12 @@ def storage_key(user_id: str, path: str) -> str:
     return f"{STORAGE_USERS}{user_id}/pdfs/{path}"
 
 
+def vanished_lines(vanished: list[tuple[str, int]]) -> bytes:
+    """The vanished.ndjson member: one {"member", "size"} line per document that
+    was listed (and counted in metadata.json) but deleted before it was read."""
+    return b"".join(json.dumps({"member": m, "size": s}).encode() + b"\n" for m, s in vanished)
+
+
 def document_of_key(key: str) -> tuple[str, str] | None:
     """(user id, path) of a storage key under users/<uuid>/pdfs/, else None."""
     parts = key.split("/", 3)
@@ -49,7 +58,7 @@ def document_of_key(key: str) -> tuple[str, str] | None:
 @dataclass(frozen=True)
 class Entry:
     """What an archive member is: kind is one of metadata, table, document,
-    config, checksums, dir, ignored, unknown."""
+    config, checksums, vanished, dir, ignored, unknown."""
 
     kind: str
     table: str | None = None
@@ -68,6 +77,8 @@ def classify(name: str, member_type: str = "file") -> Entry:
         return Entry("metadata")
     if name == CHECKSUMS:
         return Entry("checksums")
+    if name == VANISHED:
+        return Entry("vanished")
     if name.startswith("database/") and name.endswith(".json") and name.count("/") == 1:
         table = name[len("database/"):-len(".json")]
         return Entry("ignored", table) if table == "unknown" else Entry("table", table)

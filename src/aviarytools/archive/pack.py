@@ -8,6 +8,7 @@ the same bytes), and the document listing is taken once and kept (a few
 dozen bytes per file, never the files themselves).
 """
 
+import itertools
 import json
 from contextlib import closing
 import time
@@ -16,13 +17,17 @@ from typing import BinaryIO, Iterable, Iterator
 
 from .. import __version__, schema
 from ..db import Database
-from ..errors import AviaryError
+from ..errors import AviaryError, MissingObject
 from ..query import Query
 from ..storage import ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
 from . import layout
 
+# Documents are read into two buffers of this size, reused from file to file;
+# from this size on, a document is read ahead by a second thread.
+_READ_SIZE = 1 << 20
+_AHEAD_SIZE = 256 << 10
 
 @dataclass(frozen=True)
 class PackOptions:
@@ -39,6 +44,8 @@ class PackSummary:
     documents: int = 0
     document_bytes: int = 0
     bytes_written: int = 0
+    vanished: list[tuple[str, int]] = field(default_factory=list)  # (member, listed size)
+    userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
 
 
 def chosen_tables(db: Database, options: PackOptions) -> list[str]:
@@ -93,6 +100,27 @@ def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> list[O
     return found
 
 
+def _of_snapshot_users(db: Database, files: list[ObjectInfo]) -> tuple[list[ObjectInfo], dict[str, int]]:
+    """The documents whose user is in the snapshot, and per other user how many were left out.
+
+    A user created after the snapshot (or deleted long ago) would make a folder
+    no row of users.json owns: not restorable, and a broken reference for verify.
+    """
+    if "users" not in db.table_names():
+        return files, {}
+    # bytes(): PostgreSQL's lines are memoryviews; closing(): a failure ends the COPY.
+    with closing(db.rows(db.table("users"), Query(columns=("id",)))) as lines:
+        known = {json.loads(bytes(line))["id"] for line in lines}
+    kept, userless = [], {}
+    for info in files:
+        user_id = info.key.split("/", 2)[1]
+        if user_id in known:
+            kept.append(info)
+        else:
+            userless[user_id] = userless.get(user_id, 0) + 1
+    return kept, userless
+
+
 def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
                    files: list[ObjectInfo], now_ns: int) -> dict:
     return {
@@ -129,11 +157,14 @@ class _Dirs:
         self.writer, self.mtime, self.done = writer, mtime, []
 
     def before(self, member: str) -> None:
-        for folder in _parents(member):
+        parents = _parents(member)
+        if parents == self.done:  # in the same folder as the member before
+            return
+        for folder in parents:
             if folder not in self.done:
                 self.writer.add_dir(folder, self.mtime)
                 self.done.append(folder)
-        keep = set(_parents(member))
+        keep = set(parents)
         self.done = [d for d in self.done if d in keep]
 
 
@@ -151,6 +182,8 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
         queries = {n: table_query(n, options) for n in names}
         measured = {n: measure_table(db, n, queries[n]) for n in names}
         files = list_documents(storage, options.user_ids) if options.include_files and storage else []
+        if names:
+            files, summary.userless = _of_snapshot_users(db, files)
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
         metadata = build_metadata(db, options, summary.table_rows, files, now_ns)
 
@@ -162,23 +195,111 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
             dirs.before(member)
             with closing(db.rows(db.table(name), queries[name])) as lines:
                 writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
-        for info in files:
+        for info, chunks in _documents(storage, files):
             user_id, path = layout.document_of_key(info.key)
             member = layout.document_member(user_id, path)
             dirs.before(member)
-            writer.add_file(member, info.size, _changed_check(storage, info), info.mtime, 0o644)
+            content = _still_there(_changed_check(storage, info, chunks))
+            if content is None:
+                summary.vanished.append((member, info.size))
+                continue
+            writer.add_file(member, info.size, content, info.mtime, 0o644)
             summary.documents += 1
             summary.document_bytes += info.size
+        if summary.vanished:
+            writer.add_bytes(layout.VANISHED, layout.vanished_lines(summary.vanished), mtime)
         writer.write_checksums(mtime=mtime)
         writer.close()
     summary.bytes_written = writer.bytes_written
     return summary
 
 
-def _changed_check(storage: Storage, info: ObjectInfo) -> Iterator[bytes]:
-    """The object's bytes; a clear error if it changed size since the listing."""
+def _still_there(content: Iterator[bytes]) -> Iterator[bytes] | None:
+    """`content`, or None if its object was deleted after the listing.
+
+    A user may delete a document while a backup runs; that is not a failed
+    backup.  The first chunk is read before the member's header is written.
+    """
+    try:
+        first = next(content, b"")
+    except MissingObject:
+        return None
+    return itertools.chain((first,), content)
+
+
+def _documents(storage: Storage | None, files: list[ObjectInfo]) -> Iterator[tuple[ObjectInfo, Iterator[bytes]]]:
+    """(object, its bytes) for every document, in order; each one's bytes are to
+    be used up (written and hashed) before the next is asked for.
+
+    From a folder, documents are read into two buffers that take turns, so no
+    memory is allocated per chunk.  A large document's first buffer-full is
+    read by a second thread while the one before is hashed and written from
+    the other buffer (os.readv lets go of the GIL, so reading overlaps
+    writing); its errors (a vanished file) come out in order, as the
+    document's own.  Small documents are read in turn: handing them over
+    would cost more than it saves.
+    """
+    read_into = getattr(storage, "read_into", None)
+    if read_into is None:
+        for info in files:
+            yield info, storage.read(info.key)
+        return
+    buffers = (bytearray(_READ_SIZE), bytearray(_READ_SIZE))
+    asked = ready = None
+    ahead = None  # the index of the document being read ahead
+    try:
+        for index, info in enumerate(files):
+            if ahead == index:
+                chunks, first, error = ready.get()
+                content = _read_ahead(chunks, first, error)
+            else:
+                content = read_into(info.key, buffers[index % 2])
+            # The other buffer is free: the document before this one has been written.
+            ahead = index + 1 if index + 1 < len(files) and files[index + 1].size >= _AHEAD_SIZE else None
+            if ahead is not None:
+                if asked is None:
+                    asked, ready = _read_ahead_thread(read_into, files, buffers)
+                asked.put(ahead)
+            yield info, content
+    finally:
+        if asked is not None:
+            asked.put(None)
+
+
+def _read_ahead_thread(read_into, files, buffers):
+    """A thread that reads the first buffer-full of the document whose index is
+    put in `asked`, and puts (chunks, first chunk, error) in `ready`."""
+    import queue
+    import threading
+
+    asked: queue.SimpleQueue = queue.SimpleQueue()
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read_ahead() -> None:
+        while (index := asked.get()) is not None:
+            chunks = read_into(files[index].key, buffers[index % 2])
+            try:
+                ready.put((chunks, next(chunks, None), None))
+            except BaseException as error:  # handed over, raised where the document is read
+                ready.put((None, None, error))
+
+    threading.Thread(target=read_ahead, name="pack-read-ahead", daemon=True).start()
+    return asked, ready
+
+
+def _read_ahead(chunks, first, error) -> Iterator[bytes]:
+    if error is not None:
+        raise error
+    if first is not None:
+        yield first
+        yield from chunks
+
+
+def _changed_check(storage: Storage, info: ObjectInfo, chunks: Iterable[bytes] | None = None) -> Iterator[bytes]:
+    """The object's bytes (`chunks`, else read now); a clear error if it changed
+    size since the listing."""
     got = 0
-    for chunk in storage.read(info.key):
+    for chunk in storage.read(info.key) if chunks is None else chunks:
         got += len(chunk)
         if got > info.size:
             break

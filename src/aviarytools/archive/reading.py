@@ -24,7 +24,7 @@ class HashedContent(io.RawIOBase):
     def __init__(self, member: Member):
         self.member = member
         self.hasher = xxhash.xxh3_128()
-        self._chunks = member.chunks()
+        self._chunks = None  # the member's chunks, once read as a stream
         self._pending = memoryview(b"")
         self.size = 0
 
@@ -32,6 +32,8 @@ class HashedContent(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
+        if self._chunks is None:
+            self._chunks = self.member.chunks()
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -49,14 +51,28 @@ class HashedContent(io.RawIOBase):
         if self._pending:
             rest, self._pending = bytes(self._pending), memoryview(b"")
             yield rest
+        if self._chunks is None:
+            self._chunks = self.member.chunks()
         for chunk in self._chunks:
             self.hasher.update(chunk)
             self.size += len(chunk)
             yield chunk
 
+    def views(self) -> Iterator[memoryview]:
+        """The rest of the content, hashed as it goes, as views of the reader's
+        buffer (see Member.views): each valid only until the next is asked for."""
+        if self._chunks is not None:  # partly read as a stream already
+            yield from self.chunks()
+            return
+        hasher = self.hasher
+        for view in self.member.views():
+            hasher.update(view)
+            self.size += len(view)
+            yield view
+
     def finish(self) -> str:
         """Read what is left and return the hex digest of the whole content."""
-        for _ in self.chunks():
+        for _ in self.views():
             pass
         return self.hasher.hexdigest()
 

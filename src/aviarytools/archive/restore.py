@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable
 
 from .. import rows, schema
 from ..db import Database
-from ..errors import ArchiveError, InputError
+from ..errors import ArchiveError, AviaryError, InputError
 from ..query import quote_ident, quote_literal
 from ..rowinput import RowSource
 from ..storage import FilesystemStorage, Storage
@@ -87,10 +87,13 @@ class Restore:
                     self.db.rollback()
                 else:
                     self.db.execute("COMMIT")
-        except BaseException:
+        except BaseException as error:
             if use_db:
                 self.db.rollback()
-            self._discard_staged_objects()
+            left = self._discard_staged_objects()
+            if left and isinstance(error, AviaryError):
+                raise type(error)(f"{error}; {left} staged object(s) could not be removed: once the"
+                                  f" storage answers, delete {self.storage.url}/{self.prefix}") from error
             raise
         if self.options.dry_run:
             self._discard_staged_objects()
@@ -261,13 +264,17 @@ class Restore:
             self.storage.promote(staged, key)
         self.staged_objects.clear()
 
-    def _discard_staged_objects(self) -> None:
-        for staged, _ in self.staged_objects:
+    def _discard_staged_objects(self) -> int:
+        """Delete the staged objects; how many could not be (the storage is down)."""
+        left = 0
+        for number, (staged, _) in enumerate(self.staged_objects):
             try:
                 self.storage.delete(staged)
-            except Exception:
-                pass  # best effort: the failure being reported matters more
+            except Exception:  # the failure being reported matters more; the rest would fail too
+                left = len(self.staged_objects) - number
+                break
         self.staged_objects.clear()
+        return left
 
     def _count_stale_documents(self, delete: bool) -> None:
         if self.storage is None or not self.options.include_files or self.options.mode != "replace":

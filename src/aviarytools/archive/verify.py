@@ -8,6 +8,7 @@ Memory grows with the number of users and files, never with file sizes;
 duplicate keys are remembered as 64-bit hashes.
 """
 
+import json
 import time
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -17,6 +18,7 @@ import xxhash
 
 from .. import schema
 from ..errors import ArchiveError
+from ..rowinput import ijson_reason
 from ..tar import NameSet, member_name_problem
 from ..timestamps import NS_PER_SECOND, parse as parse_timestamp
 from . import layout
@@ -44,6 +46,8 @@ class _Tally:
         self.table_rows: dict[str, int] = {}
         self.documents = 0
         self.document_bytes = 0
+        self.vanished = 0  # documents listed in metadata, deleted before pack read them
+        self.vanished_bytes = 0
         self.users: set[str] = set()
         self.referenced: dict[str, str] = {}  # user id -> first member naming it
         self.digests: dict[str, str] = {}
@@ -97,6 +101,8 @@ def _check_member(member, names: NameSet, tally: _Tally) -> Iterator[Finding]:
         return
     if entry.kind == "table":
         yield from _check_table(entry.table, content, tally)
+    elif entry.kind == "vanished":
+        yield from _check_vanished(content, member.name, tally)
     elif entry.kind == "document":
         tally.documents += 1
         tally.document_bytes += member.size
@@ -136,8 +142,26 @@ def _check_table(table: str, content: HashedContent, tally: _Tally) -> Iterator[
             if isinstance(owner, str):
                 tally.referenced.setdefault(owner.lower(), member)
     except ijson.JSONError as e:
-        yield Finding("table", f"item {rows + 1}: invalid JSON ({str(e).strip()[:120]})", member)
+        yield Finding("table", f"item {rows + 1}: invalid JSON: {ijson_reason(e)[:120]}", member)
     tally.table_rows[table] = rows
+
+
+def _check_vanished(content: HashedContent, member: str, tally: _Tally) -> Iterator[Finding]:
+    reader = buffered(content)
+    for number, line in enumerate(iter(lambda: reader.readline(1 << 16), b""), 1):
+        try:
+            record = json.loads(line)
+            size = record["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            yield Finding("vanished", f"line {number}: not a {{\"member\", \"size\"}} record", member)
+            continue
+        tally.vanished += 1
+        tally.vanished_bytes += size
+    if tally.vanished:
+        yield Finding("vanished", f"{tally.vanished} document(s) were deleted while pack ran: not in the archive",
+                      member, "info")
 
 
 def _check_checksums(tally: _Tally) -> Iterator[Finding]:
@@ -156,8 +180,8 @@ def _check_checksums(tally: _Tally) -> Iterator[Finding]:
 
 def _check_totals(metadata: dict, tally: _Tally) -> Iterator[Finding]:
     expected = {
-        "total_documents": tally.documents,
-        "total_size_bytes": tally.document_bytes,
+        "total_documents": tally.documents + tally.vanished,
+        "total_size_bytes": tally.document_bytes + tally.vanished_bytes,
         "total_users": tally.table_rows.get("users", 0),
     }
     if "api_keys" in tally.table_rows or metadata.get("total_api_keys"):

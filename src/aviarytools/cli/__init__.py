@@ -3,13 +3,26 @@
 import click
 
 from .. import __version__
-from . import cat, doctor, dump_table, info, init_schema, load_table, ls, pack, tables, unpack, verify
 from .common import Group, run_main
 
-COMMANDS = (dump_table, load_table, tables, init_schema, pack, unpack, verify, ls, cat, info, doctor)
+# Each command's module, imported only when the command runs (or --help lists them).
+COMMANDS = {
+    "dump-table": ".dump_table",
+    "load-table": ".load_table",
+    "tables": ".tables",
+    "init-schema": ".init_schema",
+    "pack": ".pack",
+    "unpack": ".unpack",
+    "verify": ".verify",
+    "ls": ".ls",
+    "cat": ".cat",
+    "info": ".info",
+    "doctor": ".doctor",
+}
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="aviary")
 def cli():
     """Back up, restore and migrate Aviary with composable streams.
@@ -23,10 +36,6 @@ def cli():
 
     See aviary(1) and aviary-COMMAND(1).
     """
-
-
-for module in COMMANDS:
-    cli.add_command(module.command)
 
 
 def main() -> None:

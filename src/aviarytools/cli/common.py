@@ -6,16 +6,15 @@ Data goes to stdout; a closed pipe (`| head`) ends the command quietly.
 """
 
 import functools
-import logging
+import importlib
 import os
 import signal
 import sys
 
 import click
 
-from ..config import resolve_db_url
-from ..db import connect
-from ..errors import AviaryError, redact
+from .. import errors
+from ..errors import AviaryError
 
 
 def db_option(command):
@@ -41,7 +40,18 @@ def user_option(command):
 
 def open_db(db_url: str | None, *, create: bool = False):
     """Connect to the database named by --db or the environment."""
-    return connect(resolve_db_url(db_url), create=create)
+    # Imported here: commands that read archives never pay for the database layer.
+    from ..config import resolve_db_url
+    from ..db import connect
+
+    url = resolve_db_url(db_url)
+    if url.startswith(("postgresql://", "postgres://")):
+        import logging
+
+        # psycopg logs a warning when a COPY dies with its server; the error we
+        # raise already says so, in the one line a failure gets.
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
+    return connect(url, create=create)
 
 
 def command_name() -> str:
@@ -51,13 +61,13 @@ def command_name() -> str:
 
 def warn(message: str) -> None:
     """A warning on stderr, as `aviary CMD: warning: ...`."""
-    click.echo(f"{command_name()}: warning: {redact(message)}", err=True)
+    click.echo(f"{command_name()}: warning: {errors.message(message)}", err=True)
 
 
 def info(message: str) -> None:
     """A message on stderr, only when someone is watching (stderr is a terminal)."""
     if sys.stderr.isatty():
-        click.echo(f"{command_name()}: {redact(message)}", err=True)
+        click.echo(f"{command_name()}: {errors.message(message)}", err=True)
 
 
 def stdout_binary():
@@ -76,6 +86,31 @@ class PipeClosed(BaseException):
 
 
 class Group(click.Group):
+    """The `aviary` group.  `lazy` maps a command name to the module (relative to
+    this package) whose `command` it is: the module is imported only when that
+    command runs, or when `aviary --help` lists them all, so a command does not
+    pay for importing every other command's libraries."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module = importlib.import_module(self.lazy[cmd_name], __package__)
+            self.add_command(module.command, cmd_name)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as e:  # "Did you mean ...?" among all commands
+            raise click.exceptions.NoSuchCommand(e.command_name, possibilities=self.list_commands(ctx),
+                                                 ctx=ctx) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -90,9 +125,6 @@ def _on_sigterm(signum, frame):
 def run_main(group: click.Group) -> None:
     """Run the click group with aviarytools' error handling and exit statuses."""
     signal.signal(signal.SIGTERM, _on_sigterm)
-    # psycopg logs a warning when a COPY dies with its server; the error we
-    # raise already says so, in the one line a failure gets.
-    logging.getLogger("psycopg").setLevel(logging.ERROR)
     name = "aviary"
     try:
         group.main(standalone_mode=False, prog_name="aviary")
@@ -105,13 +137,13 @@ def run_main(group: click.Group) -> None:
         click.echo(f"{_failed_command(name)}: interrupted", err=True)
         sys.exit(130)
     except AviaryError as e:
-        click.echo(f"{_failed_command(name)}: {redact(str(e))}", err=True)
+        click.echo(f"{_failed_command(name)}: {errors.message(str(e))}", err=True)
         sys.exit(1)
     except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
         sys.exit(0)
     except OSError as e:  # e.g. a full disk under stdout: one line, not a traceback
-        click.echo(f"{_failed_command(name)}: {redact(e.strerror or str(e))}", err=True)
+        click.echo(f"{_failed_command(name)}: {errors.message(e.strerror or str(e))}", err=True)
         _quiet_stdout()
         sys.exit(1)
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 import contextlib
 import os
-import secrets
+import stat
 import sys
 
 import click
@@ -11,7 +11,7 @@ from ..archive.pack import PackOptions, pack
 from ..errors import AviaryError
 from ..progress import CountingWriter, Progress
 from ..tar import gzip_output
-from .common import closing, comma_list, db_option, info, open_db, open_storage, progress_option, \
+from .common import closing, comma_list, db_option, info, warn, open_db, open_storage, progress_option, \
     storage_options, user_option
 
 
@@ -55,6 +55,10 @@ def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, o
         if stream:
             stream.close()
         meter.done()
+    for user_id, count in sorted(summary.userless.items()):
+        warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
+    for member, _ in summary.vanished:
+        warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
     info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents, "
          f"{summary.bytes_written} bytes")
 
@@ -86,19 +90,31 @@ class _output:
 
     def __init__(self, path):
         self.path = path
+        self.partial = None  # the temporary name, when FILE is (to be) a regular file
 
     def __enter__(self):
         if self.path is None:
             self.file = sys.stdout.buffer
             return self
+        if self._is_special():  # /dev/null, a FIFO, a terminal: written into, never renamed over
+            with self._named():
+                self.file = open(os.open(self.path, os.O_WRONLY | os.O_CLOEXEC), "wb")
+            return self
         # A new name of our own: never written through a file or link someone left there.
-        self.partial = f"{self.path}.partial-{secrets.token_hex(4)}"
+        self.partial = f"{self.path}.partial-{os.urandom(4).hex()}"  # as secrets.token_hex
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with self._named():
             fd = os.open(self.partial, flags, 0o600)
         os.fchmod(fd, 0o600)
         self.file = open(fd, "wb")
         return self
+
+    def _is_special(self) -> bool:
+        try:
+            mode = os.stat(self.path).st_mode
+        except OSError:
+            return False
+        return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
     def write(self, data) -> int:
         with self._named():
@@ -109,9 +125,12 @@ class _output:
             self.file.flush()
 
     def __exit__(self, kind, error, tb):
-        if self.path is None:
+        if self.path is None or self.partial is None:
             if kind is None:
                 self.flush()
+            if self.partial is None and self.path is not None:
+                with contextlib.suppress(OSError):
+                    self.file.close()
             return
         done = False
         try:

@@ -4,12 +4,7 @@ import os
 
 import click
 
-from .. import schema
-
 from ..archive.extract import extract
-from ..archive.restore import RestoreOptions, restore
-from ..config import resolve_db_url
-from ..db import connect
 from ..progress import CountingReader, Progress
 from .common import archive_argument, closing, comma_list, db_option, info, input_name, open_db, \
     open_storage, progress_option, storage_options, user_option, warn
@@ -53,6 +48,8 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
         meter.done()
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
         return
+    from ..archive.restore import RestoreOptions, restore  # here: -C DIR does without the database layer
+
     options = RestoreOptions(mode, tuple(users) if users else None, _tables(tables), not no_db,
                              not no_files, create_schema, dry_run)
     storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
@@ -71,6 +68,9 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
 def _open_target(db_url, create_schema, dry_run):
     """A dry run into a SQLite file not made yet checks against an empty database in
     memory: it must leave no new file behind."""
+    from ..config import resolve_db_url
+    from ..db import connect
+
     url = resolve_db_url(db_url)
     if dry_run and create_schema and not url.startswith(("postgres://", "postgresql://")):
         if not os.path.exists(url.removeprefix("sqlite:").removeprefix("//").split("?", 1)[0]):
@@ -89,6 +89,8 @@ def _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files,
 
 
 def _tables(value):
+    from .. import schema
+
     names = comma_list(value)
     known = {t.name for t in schema.DATA_TABLES}
     if names and set(names) - known:

@@ -5,6 +5,7 @@ import re
 
 import click
 
+from .. import errors
 from ..archive.verify import verify
 from ..progress import CountingReader, Progress
 from .common import archive_argument, input_name, progress_option, stdout_binary
@@ -49,8 +50,9 @@ def command(archive, as_json, max_age, progress):
             problems += 1
         if as_json:
             out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
-        elif finding.severity == "problem":
-            click.echo(f"aviary verify: {finding}", err=True)
+        else:
+            note = "" if finding.severity == "problem" else "note: "
+            click.echo(f"aviary verify: {note}{errors.message(str(finding))}", err=True)
     out.flush()
     meter.done()
     if not as_json or problems:

@@ -8,6 +8,10 @@ Writing: rows are first staged in a temporary table (with `_src`, where the
 row came from), then applied to the real table in one statement per mode.
 Staging is what lets a restore accept tables in any order, report a key
 conflict or a missing parent by input line, and commit nothing on error.
+`load-table --mode append` (no --user) skips it: rows go straight into the
+table inside the transaction (`append_stage`), in chunks under a savepoint,
+with only their key columns and `_src` kept aside to explain a refusal by
+input line (`explain_appended`).
 """
 
 from abc import ABC, abstractmethod
@@ -19,20 +23,32 @@ from ..config import display_url
 from ..errors import DatabaseError, InputError
 from ..model import Column, Kind, Table
 from ..query import Query, quote_ident as q, quote_literal
-from ..values import _uuid as canonical_uuid
+from ..values import _uuid as canonical_uuid, coercer
 
 MODES = ("append", "replace", "upsert", "skip")
 
 
 class Stage:
-    """Rows of one table waiting in a temporary table to be applied."""
+    """Rows of one table waiting in a temporary table to be applied.
+
+    `add` takes each value in the stage's own form: `field(column)` turns a
+    non-null JSON value into it (ValueError if it does not fit the column),
+    `null` stands for NULL.  By default that is the internal value (values.py);
+    a database may go straight to what it sends (PostgreSQL: COPY text).
+    """
+
+    null: object = None
+    applied = False  # True: `add` wrote the rows into the table itself (nothing to apply)
 
     def __init__(self, db: "Database", table: Table, name: str, where: Callable[[int], str]):
         self.db, self.table, self.name, self.where = db, table, name, where
         self.rows = 0
         self.present: set[str] = set(table.column_names)  # columns the input gave
 
-    def add(self, src: int, values: tuple) -> None:
+    def field(self, column: Column) -> Callable[[object], object]:
+        return coercer(column)
+
+    def add(self, src: int, values: list) -> None:
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -210,6 +226,19 @@ class Database(ABC):
     def stage(self, table: Table, where: Callable[[int], str]) -> Stage:
         """A new, empty staging table for rows of `table`."""
 
+    def append_stage(self, table: Table, where: Callable[[int], str]) -> Stage | None:
+        """For --mode append: a stage whose rows go straight into `table`
+        (`Stage.applied`), inside the load's transaction; None: stage them."""
+        return None
+
+    @staticmethod
+    def key_columns(table: Table) -> tuple[str, ...]:
+        """The columns an append straight into `table` keeps with each row's
+        position, to explain a failure: primary key, unique and foreign keys."""
+        columns = [*table.primary_key, *(c for u in table.unique for c in u),
+                   *(c for fk in table.foreign_keys for c in fk.columns)]
+        return tuple(dict.fromkeys(columns))
+
     def remove_stale(self, stage: Stage, user_ids: tuple[str, ...] | None) -> int:
         """Delete rows of the table (or of `user_ids`) whose key is not staged."""
         table = stage.table
@@ -284,6 +313,48 @@ class Database(ABC):
             if found:
                 return InputError(found)
         return InputError(f"table {stage.table.name}: {message}")
+
+    def explain_appended(self, stage: Stage, position: int | None, message: str, *,
+                         unique_columns=None, column: str | None = None, foreign: bool = False,
+                         key: bool = False) -> InputError:
+        """The InputError for rows appended straight into the table (append_stage)
+        that the database refused.  `stage.name` holds the key columns of every
+        row sent so far with its `_src`, the table only what was there before
+        plus the chunks that passed; `position` is the input row the database
+        named, if it did (a foreign key is checked at the end of a chunk)."""
+        table = stage.table
+        if foreign:
+            found = self._missing_parent(stage, None)
+            if found:
+                return InputError(found)
+        if position is None:
+            return InputError(f"table {table.name}: {message}")
+        if key:
+            keys = set(self.key_columns(table))
+            candidates = [c for c in ([unique_columns] if unique_columns else [table.primary_key, *table.unique])
+                          if c and set(c) <= keys]
+            for columns in candidates:
+                match = " AND ".join(f"e.{q(c)} = s.{q(c)}" for c in columns)
+                found = self.execute(
+                    f"SELECT min(e._src) FROM {stage.name} AS s JOIN {stage.name} AS e ON {match}"
+                    f" WHERE s._src = {int(position)} AND e._src < {int(position)}"
+                )
+                if found and found[0][0] is not None:
+                    return InputError(
+                        f"{stage.where(position)}: duplicate key {self._shown(stage, columns, position)}"
+                        f" (also on {stage.where(found[0][0])})"
+                    )
+            for columns in candidates:
+                match = " AND ".join(f"t.{q(c)} = s.{q(c)}" for c in columns)
+                if self.execute(
+                    f"SELECT 1 FROM {stage.name} AS s WHERE s._src = {int(position)}"
+                    f" AND EXISTS (SELECT 1 FROM {q(table.name)} AS t WHERE {match})"
+                ):
+                    return InputError(
+                        f"{stage.where(position)}: key {self._shown(stage, columns, position)}"
+                        f" already exists in {table.name}"
+                    )
+        return InputError(f"{stage.where(position)}{f', column {column}' if column else ''}: {message}")
 
     def _missing_parent(self, stage: Stage, unique_columns) -> str | None:
         for fk in stage.table.foreign_keys:

@@ -9,7 +9,7 @@ from .. import timestamps
 from ..errors import DatabaseError, InputError
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q
-from ..values import format_float
+from ..values import coercer, format_float
 from .base import Database, Stage, kind_from_declared_type, known_kind
 
 _TYPES = {
@@ -55,10 +55,27 @@ def _base64(value):
 
 _UDF_ERRORS: list[str] = []
 
-_TO_SQLITE = {
-    Kind.BOOL: int,
-    Kind.TIMESTAMP: timestamps.to_sqlite,
-}
+def _sqlite_field(column: Column) -> Callable[[object], object]:
+    """A non-null JSON value of `column` as SQLite stores it, checked as
+    values.coerce checks it (ValueError): booleans 0/1, Go's timestamp text."""
+    coerce = coercer(column)
+    if column.kind is Kind.BOOL:
+        def boolean(value):
+            if value is True or value is False:
+                return int(value)
+            return int(coerce(value))
+        return boolean
+    if column.kind is Kind.TIMESTAMP:
+        plain = timestamps.sqlite_text
+
+        def timestamp(value):
+            if type(value) is str:
+                text = plain(value)  # the common case, without the arithmetic
+                if text is not None:
+                    return text
+            return timestamps.to_sqlite(coerce(value))
+        return timestamp
+    return coerce
 
 
 _D = "[0-9]"
@@ -89,15 +106,14 @@ class SQLiteStage(Stage):
         marks = ", ".join("?" * (len(table.columns) + 1))
         names = ", ".join(q(c.name) for c in table.columns)
         self._sql = f"INSERT INTO {name} ({names}, _src) VALUES ({marks})"
-        self._convert = [_TO_SQLITE.get(c.kind) for c in table.columns]
-        self._batch: list[tuple] = []
+        self._batch: list[list] = []
 
-    def add(self, src: int, values: tuple) -> None:
-        row = [
-            v if v is None or f is None else f(v) for f, v in zip(self._convert, values)
-        ]
-        row.append(src)
-        self._batch.append(row)
+    def field(self, column: Column) -> Callable[[object], object]:
+        return _sqlite_field(column)
+
+    def add(self, src: int, values: list) -> None:
+        values.append(src)
+        self._batch.append(values)
         self.rows += 1
         if len(self._batch) >= self.BATCH:
             self._flush()
@@ -108,6 +124,91 @@ class SQLiteStage(Stage):
 
     def finish(self) -> None:
         self._flush()
+
+
+class SQLiteAppend(Stage):
+    """--mode append: rows inserted straight into the table, no staging table.
+
+    On a refused row the batch is rolled back to its savepoint and inserted
+    again row by row up to the one refused, whose position is then known.
+    The key, unique and foreign key columns of every row inserted go, batch
+    after batch, into the temporary table `name` with `_src`, so a key
+    conflict names the earlier line it repeats (Database.explain_appended).
+    """
+
+    BATCH = 5000
+    applied = True
+
+    def __init__(self, db, table, name, where, key_columns: tuple[str, ...]):
+        super().__init__(db, table, name, where)
+        names = ", ".join(q(c.name) for c in table.columns)
+        marks = ", ".join("?" * len(table.columns))
+        self._sql = f"INSERT INTO main.{q(table.name)} ({names}) VALUES ({marks})"
+        self._key_index = [table.column_names.index(c) for c in key_columns]
+        self._keys_sql = (f"INSERT INTO {name} ({', '.join(q(c) for c in key_columns)}, _src)"
+                          f" VALUES ({', '.join('?' * (len(key_columns) + 1))})")
+        self._batch: list[list] = []
+        self._positions: list[int] = []
+
+    def field(self, column: Column) -> Callable[[object], object]:
+        return _sqlite_field(column)
+
+    def add(self, src: int, values: list) -> None:
+        self._batch.append(values)
+        self._positions.append(src)
+        self.rows += 1
+        if len(self._batch) >= self.BATCH:
+            self._flush()
+
+    def finish(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        conn = self.db.conn
+        self.db.execute("SAVEPOINT aviary_append")
+        try:
+            conn.executemany(self._sql, self._batch)
+        except sqlite3.IntegrityError as e:
+            raise self._failed(e) from None
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                self.db.execute("ROLLBACK TO aviary_append")
+            raise self.db._error(e, self._sql) from None
+        self.db.execute("RELEASE aviary_append")
+        self._save_keys(len(self._batch))
+        self._batch.clear()
+        self._positions.clear()
+
+    def _save_keys(self, count: int) -> None:
+        index = self._key_index
+        if index:
+            self.db.conn.executemany(self._keys_sql, (
+                [values[i] for i in index] + [src]
+                for values, src in zip(self._batch[:count], self._positions)
+            ))
+
+    def _failed(self, error: sqlite3.IntegrityError) -> Exception:
+        """Find the row refused, then explain it as PostgreSQL's appends are."""
+        conn = self.db.conn
+        if not conn.in_transaction:  # SQLite rolled back itself (disk full): nothing to explain
+            return self.db._error(error, self._sql)
+        self.db.execute("ROLLBACK TO aviary_append")
+        refused, message = len(self._batch) - 1, str(error)
+        for i, values in enumerate(self._batch):
+            try:
+                conn.execute(self._sql, values)
+            except sqlite3.IntegrityError as e:
+                refused, message = i, str(e)
+                break
+            except sqlite3.Error as e:
+                return self.db._error(e, self._sql)
+        self._save_keys(refused + 1)
+        return self.db.explain_appended(
+            self, self._positions[refused], message, unique_columns=_unique_columns(message),
+            foreign="FOREIGN KEY" in message, key=message.startswith("UNIQUE"),
+        )
 
 
 class SQLiteDatabase(Database):
@@ -244,6 +345,14 @@ class SQLiteDatabase(Database):
         self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT * FROM main.{q(table.name)} WHERE 0")
         self.execute(f"ALTER TABLE {name} ADD COLUMN _src INTEGER")
         return SQLiteStage(self, table, name, where)
+
+    def append_stage(self, table: Table, where: Callable[[int], str]) -> Stage:
+        self._stages += 1
+        name = f"temp.{q('aviary_keys_' + str(self._stages) + '_' + table.name)}"
+        keys = self.key_columns(table)
+        columns = ", ".join([*(q(c) for c in keys), "NULL AS _src"])
+        self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT {columns} FROM main.{q(table.name)} WHERE 0")
+        return SQLiteAppend(self, table, name, where, keys)
 
     def _apply(self, stage: Stage, sql: str, deleting: bool = False) -> int:
         self.execute("SAVEPOINT aviary_apply")

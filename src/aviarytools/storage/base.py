@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from aviarytools.errors import StorageError, redact
+from aviarytools.errors import MissingObject, StorageError, redact
 
 CHUNK_SIZE = 1 << 20
 
@@ -67,9 +67,9 @@ class Storage(ABC):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def error(self, key: str | None, problem: str) -> StorageError:
+    def error(self, key: str | None, problem: str, missing: bool = False) -> StorageError:
         where = f"{self.url}: {key}" if key is not None else self.url
-        return StorageError(redact(f"{where}: {problem}"))
+        return (MissingObject if missing else StorageError)(redact(f"{where}: {problem}"))
 
     def check_size(self, key: str, expected: int | None, written: int) -> None:
         if expected is not None and expected != written:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import stat as stat_module
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -58,11 +57,41 @@ class FilesystemStorage(Storage):
                     return
                 yield chunk
 
+    def read_into(self, key: str, buffer: bytearray) -> Iterator[memoryview]:
+        """The object's bytes read into `buffer`, a view of it at a time.
+
+        Each view is valid only until the next one is asked for: for a consumer
+        that uses every chunk at once (pack hashes and writes it), this reads
+        without allocating memory per chunk.
+        """
+        if not valid_key(key):
+            raise self.error(repr(key), "invalid key")
+        path = os.path.join(os.fspath(self.root), key)  # _path(key) as a string: cheaper, file after file
+        with self._translated(key):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        view = memoryview(buffer)
+        try:
+            while True:
+                try:
+                    n = os.readv(fd, (buffer,))
+                except OSError as err:
+                    raise self.error(key, err.strerror or str(err)) from err
+                if not n:
+                    return
+                yield view[:n]
+        finally:
+            os.close(fd)
+
     def write(self, key: str, chunks: Iterable[bytes], size: int | None = None) -> None:
         path = self._path(key)
-        with self._translated(key):
-            self._make_dirs(path.parent)
-            fd, temp = self._create_temp(path.parent)
+        made: list[Path] = []
+        try:
+            with self._translated(key):
+                self._make_dirs(path.parent, made)
+                fd, temp = self._create_temp(path.parent)
+        except BaseException:
+            self._remove_made(made)
+            raise
         try:
             written = self._fill(fd, key, chunks)
             self.check_size(key, size, written)
@@ -71,6 +100,7 @@ class FilesystemStorage(Storage):
                 self._fsync_dir(path.parent)
         except BaseException:
             temp.unlink(missing_ok=True)
+            self._remove_made(made)
             raise
 
     def promote(self, staged_key: str, key: str) -> None:
@@ -90,15 +120,16 @@ class FilesystemStorage(Storage):
                 return
             self._remove_empty_folders(path.parent)
 
-    def _walk(self, folder: Path, folder_key: str, prefix: str) -> Iterator[ObjectInfo]:
+    def _walk(self, folder: str | Path, folder_key: str, prefix: str) -> Iterator[ObjectInfo]:
+        # Paths as strings: pathlib's `/` costs more than the stat, file after file.
         for name, is_dir in self._entries(folder, folder_key):
             key = folder_key + name
             if is_dir:
                 # True for every folder below the start one; at it, for names that begin the prefix.
                 if (key + "/").startswith(prefix):
-                    yield from self._walk(folder / name, key + "/", prefix)
+                    yield from self._walk(os.path.join(folder, name), key + "/", prefix)
             elif key.startswith(prefix):
-                info = self._file_info(folder / name, key)
+                info = self._file_info(os.path.join(folder, name), key)
                 if info is not None:
                     yield info
 
@@ -132,19 +163,22 @@ class FilesystemStorage(Storage):
             raise self.error(repr(key), "invalid key")
         return self.root.joinpath(*key.split("/"))
 
-    def _make_dirs(self, folder: Path) -> None:
+    def _make_dirs(self, folder: Path, made: list[Path] | None = None) -> None:
+        """Make `folder` and its missing parents (0700), noting in `made` those made here."""
         if folder.is_dir():
             return
-        self._make_dirs(folder.parent)
+        self._make_dirs(folder.parent, made)
         try:
             os.mkdir(folder, 0o700)
         except FileExistsError:  # made by a concurrent writer
             return
+        if made is not None:
+            made.append(folder)
         os.chmod(folder, 0o700)  # whatever the umask
 
     @staticmethod
     def _create_temp(folder: Path) -> tuple[int, Path]:
-        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        temp = folder / f"{TEMP_PREFIX}{os.urandom(8).hex()}"  # as secrets.token_hex, without its imports
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)
         return fd, temp
@@ -169,6 +203,15 @@ class FilesystemStorage(Storage):
         finally:
             os.close(fd)
 
+    @staticmethod
+    def _remove_made(made: list[Path]) -> None:
+        """Undo _make_dirs after a failed write: a failure leaves no empty folder behind."""
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile
+                return
+
     def _remove_empty_folders(self, folder: Path) -> None:
         while folder != self.root and self.root in folder.parents:
             try:
@@ -182,4 +225,4 @@ class FilesystemStorage(Storage):
         try:
             yield
         except OSError as err:
-            raise self.error(key, err.strerror or str(err)) from err
+            raise self.error(key, err.strerror or str(err), isinstance(err, FileNotFoundError)) from err

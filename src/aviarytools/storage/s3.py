@@ -147,7 +147,8 @@ class S3Storage(Storage):
             error = err.response.get("Error", {})
             code = error.get("Code") or "error"
             message = error.get("Message")
-            return self.error(key, f"{code}: {message}" if message and message != code else code)
+            return self.error(key, f"{code}: {message}" if message and message != code else code,
+                              code in NOT_FOUND)
         return self.error(key, str(err) or type(err).__name__)
 
 

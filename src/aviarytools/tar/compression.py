@@ -182,6 +182,8 @@ class _Prefixed(io.RawIOBase):
         return self._stream.read(size)
 
     def readinto(self, buffer) -> int:
+        if not self._head and hasattr(self._stream, "readinto"):
+            return self._stream.readinto(buffer)  # straight in, no copy
         data = self.read(len(buffer))
         memoryview(buffer).cast("B")[: len(data)] = data
         return len(data)

@@ -80,6 +80,13 @@ class Member:
         """
         return self._archive.content(self, chunk_size)
 
+    def views(self, buffer: bytearray | None = None) -> Iterator[memoryview]:
+        """Like `chunks`, but read into a reused buffer (`buffer`, else one the
+        reader keeps): each piece is a view of it, valid only until the next one
+        is asked for.  No memory is allocated per piece, for callers that hash
+        or write each piece at once."""
+        return self._archive.content_into(self, buffer)
+
     def __repr__(self) -> str:
         return f"Member({self.name!r}, {self.type}, size={self.size}, offset={self.offset})"
 
@@ -183,6 +190,8 @@ class _Archive:
         self._left = 0  # content bytes of the current member still unread
         self._started = False
         self._last: str | None = None
+        self._readinto_stream = getattr(stream, "readinto", None)
+        self._view_buffer: memoryview | None = None
 
     def members(self) -> Iterator[Member]:
         while True:
@@ -212,15 +221,37 @@ class _Archive:
             self._left -= len(data)
             yield data
 
+    def content_into(self, member: Member, buffer: bytearray | None) -> Iterator[memoryview]:
+        if member is not self._current or self._started:
+            raise _out_of_sequence(member)
+        self._started = True
+        return self._content_into(member, self._buffer() if buffer is None else memoryview(buffer).cast("B"))
+
+    def _content_into(self, member: Member, view: memoryview) -> Iterator[memoryview]:
+        size = len(view)
+        while True:
+            if member is not self._current:
+                raise _out_of_sequence(member)
+            left = self._left
+            if not left:
+                return
+            n = self._readinto(view[:left] if left < size else view)
+            if not n:
+                raise self._truncated_content(member)
+            self._left = left - n
+            yield view[:n]
+
     def _finish_current(self) -> None:
         member = self._current
         if member is None:
             return
-        while self._left:
-            data = self._read(min(CHUNK_SIZE, self._left))
-            if not data:
-                raise self._truncated_content(member)
-            self._left -= len(data)
+        if self._left:
+            view = self._buffer()
+            while self._left:
+                n = self._readinto(view[: min(len(view), self._left)])
+                if not n:
+                    raise self._truncated_content(member)
+                self._left -= n
         padding = -member.size % BLOCK
         if padding and len(self._read_exact(padding)) < padding:
             raise self._error("archive truncated inside the padding after member data", member)
@@ -362,7 +393,8 @@ class _Archive:
         )
 
     def _drain(self) -> None:
-        while self._read(CHUNK_SIZE):
+        view = self._buffer()
+        while self._readinto(view):
             pass
 
     def _read(self, size: int) -> bytes:
@@ -372,6 +404,26 @@ class _Archive:
             raise self._error(str(exc), self._current, offset=self._pos) from None
         self._pos += len(data)
         return data
+
+    def _readinto(self, view: memoryview) -> int:
+        """Like _read, into `view`: the number of bytes read, 0 at the end."""
+        if self._readinto_stream is None:  # a stream without readinto
+            data = self._read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        try:
+            n = self._readinto_stream(view)
+        except ArchiveError as exc:  # from a decompressing stream
+            raise self._error(str(exc), self._current, offset=self._pos) from None
+        n = n or 0
+        self._pos += n
+        return n
+
+    def _buffer(self) -> memoryview:
+        """The buffer content is read into (views, skipped content), made once per archive."""
+        if self._view_buffer is None:
+            self._view_buffer = memoryview(bytearray(CHUNK_SIZE))
+        return self._view_buffer
 
     def _read_exact(self, size: int) -> bytes:
         data = self._read(size)

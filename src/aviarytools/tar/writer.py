@@ -10,6 +10,8 @@ extracts as root the files belong to root, as a restore should.
 
 from __future__ import annotations
 
+import io
+import struct
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -17,7 +19,7 @@ import xxhash
 
 from aviarytools.errors import ArchiveError
 from aviarytools.tar.checksums import CHECKSUMS_NAME, format_line
-from aviarytools.tar.reader import name_problem
+from aviarytools.tar.reader import _byte_sum, name_problem
 
 BLOCK = 512
 # GNU tar writes in records of 20 blocks and pads the last one with zeros.
@@ -26,7 +28,11 @@ RECORD = 20 * BLOCK
 OCTAL_LIMIT = 8**11
 PAX_HEADER_NAME = b"././@PaxHeader"
 _COPY_SIZE = 256 * 1024
+_SPOOL_SIZE = 4 << 20  # checksum lines held in memory before they go to a temporary file
 _ZEROS = bytes(RECORD)
+# name, mode, uid, gid, size, mtime, checksum, typeflag, linkname, magic+version,
+# uname, gname, devmajor, devminor, prefix, padding
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
 
 
 class TarWriter:
@@ -43,10 +49,8 @@ class TarWriter:
         self.bytes_written = 0
         # Checksum lines wait for the end of the archive; spill them to disk
         # beyond a few MiB so that memory stays flat however many files.
-        # (Imported here: readers need not pay for importing tempfile.)
-        import tempfile
-
-        self._sums = tempfile.SpooledTemporaryFile(max_size=4 << 20)
+        self._sums: BinaryIO = io.BytesIO()
+        self._spilled = False
 
     def add_dir(self, name: str, mtime: float, mode: int = 0o755) -> None:
         """A directory entry, written without a trailing slash as Aviary does."""
@@ -64,6 +68,13 @@ class TarWriter:
         self._write_header(name, b"0", size, mtime, mode)
         digest = self._write_content(name, size, chunks)
         self._sums.write(format_line(digest, name).encode("utf-8"))
+        if not self._spilled and self._sums.tell() > _SPOOL_SIZE:
+            # Imported only now: most archives never need it, and it takes a while.
+            import tempfile
+
+            spill = tempfile.TemporaryFile()
+            spill.write(self._sums.getbuffer())
+            self._sums, self._spilled = spill, True
         return digest
 
     def add_bytes(self, name: str, data: bytes, mtime: float, mode: int = 0o644) -> str:
@@ -158,29 +169,27 @@ def _pax_records(fields: dict[str, str]) -> bytes:
 
 
 def _header(name: bytes, prefix: bytes, typeflag: bytes, size: int, mtime: int, mode: int):
+    # Fields shorter than their width are padded with NULs by the struct.
     block = bytearray(
-        b"".join(
-            [
-                name.ljust(100, b"\0"),
-                b"%07o\0" % (mode & 0o7777),
-                b"0000000\0",  # uid
-                b"0000000\0",  # gid
-                _size_field(size),
-                b"%011o\0" % (mtime if 0 <= mtime < OCTAL_LIMIT else 0),
-                b" " * 8,  # checksum, counted as spaces
-                typeflag,
-                bytes(100),  # linkname
-                b"ustar\x0000",
-                b"root".ljust(32, b"\0"),
-                b"root".ljust(32, b"\0"),
-                b"0000000\0",  # devmajor
-                b"0000000\0",  # devminor
-                prefix.ljust(155, b"\0"),
-                bytes(12),
-            ]
+        _USTAR.pack(
+            name,
+            b"%07o\0" % (mode & 0o7777),
+            b"0000000\0",  # uid
+            b"0000000\0",  # gid
+            _size_field(size),
+            b"%011o\0" % (mtime if 0 <= mtime < OCTAL_LIMIT else 0),
+            b" " * 8,  # checksum, counted as spaces
+            typeflag,
+            b"",  # linkname
+            b"ustar\x0000",
+            b"root",
+            b"root",
+            b"0000000\0",  # devmajor
+            b"0000000\0",  # devminor
+            prefix,
         )
     )
-    block[148:156] = b"%06o\0 " % sum(block)
+    block[148:156] = b"%06o\0 " % _byte_sum(block)
     return block
 
 
