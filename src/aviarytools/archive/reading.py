@@ -25,6 +25,7 @@ class HashedContent(io.RawIOBase):
         self.member = member
         self.hasher = xxhash.xxh3_128()
         self._chunks = None  # the member's chunks, once read as a stream
+        self._views = None  # or its views, once read that way
         self._pending = memoryview(b"")
         self.size = 0
 
@@ -52,7 +53,7 @@ class HashedContent(io.RawIOBase):
             rest, self._pending = bytes(self._pending), memoryview(b"")
             yield rest
         if self._chunks is None:
-            self._chunks = self.member.chunks()
+            self._chunks = self.member.chunks() if self._views is None else (bytes(v) for v in self._views)
         for chunk in self._chunks:
             self.hasher.update(chunk)
             self.size += len(chunk)
@@ -64,8 +65,10 @@ class HashedContent(io.RawIOBase):
         if self._chunks is not None:  # partly read as a stream already
             yield from self.chunks()
             return
+        if self._views is None:
+            self._views = self.member.views()
         hasher = self.hasher
-        for view in self.member.views():
+        for view in self._views:  # where an earlier call stopped: a second finish() reads nothing
             hasher.update(view)
             self.size += len(view)
             yield view
