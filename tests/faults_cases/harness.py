@@ -445,7 +445,7 @@ def expect_error(result: Result, where: str | None, *, rc: int = 1) -> str:
     if result.timed_out:
         raise Fail(f"{result.name} did not finish ({result.seconds:.0f}s)")
     if "Traceback" in result.err:
-        raise Fail(f"{result.name}: a traceback: {result.lines[-1][:200] if result.lines else ''}")
+        raise Fail(f"{result.name}: a traceback: {result.err.strip()[-1500:]}")
     if result.rc != rc:
         raise Fail(f"expected exit {rc}; {result.shown()}")
     lines = result.lines

@@ -235,8 +235,11 @@ class PostgresAppend(Stage):
 
     def _start_chunk(self) -> None:
         self.db.execute("SAVEPOINT aviary_append")
-        self._copy_cm = self.db.conn.cursor().copy(self._copy_sql)
-        self._copy = self._copy_cm.__enter__()
+        try:
+            self._copy_cm = self.db.conn.cursor().copy(self._copy_sql)
+            self._copy = self._copy_cm.__enter__()
+        except psycopg.Error as e:
+            raise self.db.error(e) from None
         self._marks.clear()
         self._sent = 0
         self._next = -1
@@ -247,7 +250,11 @@ class PostgresAppend(Stage):
         self._size = 0
         self._key_data += "".join(self._keys).encode("utf-8")
         self._keys.clear()
-        self._copy.write(data)
+        try:
+            self._copy.write(data)
+        except psycopg.Error as e:  # the connection, not a row: rows fail at the chunk's end
+            self.abort(e)
+            raise self.db.error(e) from None
 
     def _end_chunk(self, last: bool = False) -> None:
         cm = self._copy_cm
