@@ -270,3 +270,22 @@ def test_postgresql_dump_options_match_sqlite(tmp_path, pg_url):
         expected = ok("dump-table", *options, "--db", source)
         assert ok("dump-table", *options, "--db", pg_url) == expected, options
         assert expected or options[-1] == "0"
+
+
+def test_a_postgresql_row_stream_its_consumer_left_open_does_not_block_the_rollback(pg_url):
+    """A COPY holds the connection: the snapshot's end closes a stream whose reader
+    raised mid-way, instead of waiting on it for ever."""
+    from aviarytools.db import connect
+    from aviarytools.query import Query
+
+    make_db(pg_url)
+    db = connect(pg_url)
+    try:
+        with pytest.raises(RuntimeError):
+            with db.snapshot():
+                lines = db.rows(db.table("users"), Query())
+                next(lines)
+                raise RuntimeError("the consumer failed")
+        assert db.execute("SELECT 1") == [(1,)]
+    finally:
+        db.close()

@@ -66,6 +66,7 @@ class Database(ABC):
         self.display = display_url(url)
         self._tables: dict[str, Table] = {}
         self._defaults: dict[tuple[str, str], object] = {}
+        self._reading: Iterator | None = None  # the last row stream handed out (see _end_read)
 
     # -- introspection -------------------------------------------------------
 
@@ -102,6 +103,7 @@ class Database(ABC):
         try:
             yield self
         finally:
+            self._end_read()
             self.execute("ROLLBACK")
 
     @contextmanager
@@ -115,7 +117,18 @@ class Database(ABC):
             raise
         self.execute("COMMIT")
 
+    def _end_read(self) -> None:
+        """Close a row stream its consumer left open (it raised mid-way): a PostgreSQL
+        COPY still under way would otherwise make the ROLLBACK wait on it for ever."""
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            try:
+                reading.close()
+            except Exception:
+                pass  # the error that stopped the consumer is the one to report
+
     def rollback(self) -> None:
+        self._end_read()
         try:
             self.execute("ROLLBACK")
         except Exception:

@@ -528,6 +528,11 @@ class PostgresDatabase(Database):
                 f"set_config({quote_literal(n)}, {quote_literal(v)}, true)" for n, v in settings.items()))
 
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
+        self._end_read()  # one COPY at a time on a connection
+        self._reading = self._rows(table, query)
+        return self._reading
+
+    def _rows(self, table: Table, query: Query) -> Iterator[bytes]:
         shown = self.selected(table, query)
         exprs = ", ".join(f"{self.value_sql(table, c, query)} AS {q(c.name)}" for c in shown.columns)
         inner = f"SELECT {exprs}" + self.from_where_sql(table, query)
