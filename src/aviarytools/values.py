@@ -165,26 +165,26 @@ def text_bound(column: Column) -> int:
     return MAX_VALUE_BYTES if column.max_length is None else min(column.max_length, MAX_VALUE_BYTES)
 
 
+def _string_fast_path(plain, slow, column: Column):
+    """A coercer taking a string that `plain` matches as it is, else `slow(value, column)`;
+    `.plain` exposes the test to callers that skip coercion for such strings."""
+    def coerce(value):
+        if type(value) is str and plain(value):
+            return value
+        return slow(value, column)
+    coerce.plain = plain
+    return coerce
+
+
 def coercer(column: Column):
     """`coerce` of a non-null value for one column, as a one-argument function."""
     kind = column.kind
     if kind is Kind.UUID:
-        def coerce_uuid(value):
-            if type(value) is str and _CANONICAL_UUID(value):
-                return value
-            return _uuid(value, column)
-        coerce_uuid.plain = _CANONICAL_UUID
-        return coerce_uuid
+        return _string_fast_path(_CANONICAL_UUID, _uuid, column)
     if kind is Kind.TEXT:
         # ASCII without NUL is valid Unicode whose UTF-8 is as long as the text.
         plain = re.compile(f"[\x01-\x7f]{{0,{text_bound(column)}}}").fullmatch
-
-        def coerce_text(value):
-            if type(value) is str and plain(value):
-                return value
-            return _text(value, column)
-        coerce_text.plain = plain
-        return coerce_text
+        return _string_fast_path(plain, _text, column)
     if kind is Kind.BOOL:
         def coerce_bool(value):
             if value is True or value is False:
