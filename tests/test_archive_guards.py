@@ -54,6 +54,7 @@ def test_extract_refuses_restore_options_and_unknown_tables(tmp_path):
     url, folder = _live(tmp_path)
     archive = ok("pack", "--db", url, "--storage", folder)
     assert aviary("unpack", "-C", tmp_path / "x", "--db", url, input=archive).returncode == 2
+    assert aviary("unpack", "-C", tmp_path / "x", "--no-sync", input=archive).returncode == 2
     assert aviary("unpack", "--db", url, "--tables", "nope", input=archive).returncode == 2
 
 
@@ -124,3 +125,18 @@ def test_pack_into_a_fifo_or_device_writes_into_it_and_never_replaces_it(tmp_pat
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
     assert aviary("pack", "--db", url, "--storage", folder, "-o", "/dev/null").returncode == 0
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_pack_gives_the_pipe_it_writes_into_a_1_MiB_buffer(tmp_path):
+    """Linux pipes hold 64 KiB: a reader such as gzip or ssh would be woken 16
+    times per MiB of archive.  Pack widens the pipe; a file is left as it is."""
+    import fcntl
+
+    url, folder = _live(tmp_path)
+    pack = subprocess.Popen([*AVIARY, "pack", "--db", url, "--storage", str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    archive = pack.stdout.read()
+    assert fcntl.fcntl(pack.stdout, fcntl.F_GETPIPE_SZ) == 1 << 20
+    pack.stdout.close()
+    assert pack.wait() == 0
+    assert ok("verify", input=archive) == b""

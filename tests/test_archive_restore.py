@@ -204,6 +204,18 @@ def test_replace_into_a_fresh_installation_with_its_own_admin(kind, tmp_path, re
     assert state(url, tmp_path / "data") == state(source, tmp_path / "source-data")
 
 
+def test_a_restore_into_a_target_holding_some_users_folders(source, tmp_path):
+    """Users new to the target get their staged folder moved whole; the others'
+    documents are moved one by one, and their stale ones removed.  --no-sync
+    gives the same result without waiting for the disk."""
+    db, data = str(tmp_path / "target.db"), tmp_path / "data"
+    zoe = source["users"]["zoë"]
+    open_storage(str(data)).write(f"users/{zoe}/pdfs/stale.pdf", [b"%PDF-1.4 gone after the restore"])
+    ok("unpack", "--no-sync", "--db", db, "--storage", data, "--create-schema", input=source["archive"])
+    assert state(db, data) == source["state"]
+    assert not [p for p in data.iterdir() if p.name.startswith(".aviary-restore-")]
+
+
 def test_a_users_only_restore_releases_settings_that_name_a_leaving_user(source, tmp_path):
     db, data = str(tmp_path / "fresh.db"), tmp_path / "data"
     installation(db, data, users=1, seed=11)

@@ -183,6 +183,27 @@ def test_new_files_and_folders_are_private_whatever_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "users").stat().st_mode) == 0o755  # not ours: untouched
 
 
+def test_writes_that_a_sync_follows(storage):
+    """A restore writes its documents, then waits once for all of them to be on disk."""
+    for n in range(3):
+        storage.write(f"users/u1/pdfs/{n}.pdf", [b"%PDF-1.7 ", str(n).encode()], sync_follows=True)
+    storage.sync()
+    assert [content(storage, f"users/u1/pdfs/{n}.pdf") for n in range(3)] == [b"%PDF-1.7 0", b"%PDF-1.7 1", b"%PDF-1.7 2"]
+
+
+def test_a_staged_folder_moves_whole_only_where_nothing_is_there_yet(tmp_path):
+    store = FilesystemStorage(tmp_path)
+    store.write(".stage/users/u1/pdfs/a.pdf", [b"a"])
+    store.write(".stage/users/u1/pdfs/sub/b.pdf", [b"b"])
+    assert store.promote_folder(".stage/users/u1/pdfs/", "users/u1/pdfs/")
+    assert keys(store) == ["users/u1/pdfs/a.pdf", "users/u1/pdfs/sub/b.pdf"]
+    assert os.listdir(tmp_path) == ["users"]  # the emptied staging folders are gone
+
+    store.write(".stage/users/u1/pdfs/c.pdf", [b"c"])
+    assert not store.promote_folder(".stage/users/u1/pdfs/", "users/u1/pdfs/")  # one by one, then
+    assert keys(store, ".stage/") == [".stage/users/u1/pdfs/c.pdf"]
+
+
 def test_deleting_removes_the_folders_it_empties_but_not_the_root(tmp_path):
     store = FilesystemStorage(tmp_path)
     store.write("users/u1/pdfs/sub/a.pdf", [b"x"])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ArchiveError, StorageError
+from ..storage.filesystem import write_all
 from ..tar import NameSet, member_name_problem, parse_checksums
 from . import layout
 from .reading import check_checksums, HashedContent, members
@@ -128,11 +129,7 @@ class Extraction:
         self.pending.append((temp, final))
         try:
             os.fchmod(fd, 0o600)  # whatever the umask
-            for chunk in chunks:  # straight from the reader's buffer: no copy, no buffering
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                self.summary.bytes += len(chunk)
+            self.summary.bytes += write_all(fd, chunks)  # straight from the reader's buffer
         finally:
             os.close(fd)
         self.summary.files += 1

@@ -13,7 +13,7 @@ A failure before the commit rolls the database back and deletes the staged
 objects: the old database and every old object are as they were.
 """
 
-import secrets
+import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
@@ -39,6 +39,7 @@ class RestoreOptions:
     include_files: bool = True
     create_schema: bool = False
     dry_run: bool = False
+    sync: bool = True  # wait for written documents to reach the disk (before the commit, and at the end)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Restore:
         self.digests: dict[str, str] = {}
         self.checksums: dict[str, str] | None = None
         self.configs: list[tuple[str, str, str]] = []
-        self.prefix = f".aviary-restore-{secrets.token_hex(6)}/"
+        self.prefix = f".aviary-restore-{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
         self.archive_has_files = True
 
     # -- the pass over the archive -------------------------------------------
@@ -83,9 +84,12 @@ class Restore:
             if use_db:
                 self._apply_configs()
                 self._apply_tables()
-                if self.options.dry_run:
+            if self.options.dry_run:
+                if use_db:
                     self.db.rollback()
-                else:
+            else:
+                self._sync_storage()  # the staged documents are on disk before the database names them
+                if use_db:
                     self.db.execute("COMMIT")
         except BaseException as error:
             if use_db:
@@ -105,6 +109,7 @@ class Restore:
                     self._count_stale_documents(delete=True)
                 else:
                     self.warn("the archive was packed without documents (--no-files): none removed")
+            self._sync_storage()
         for table, (_, result) in sorted(self.stages.items()):
             for column, count in result.rounded.items():
                 self.warn(f"{table}.{column}: {count} timestamp(s) rounded from nanoseconds to"
@@ -193,7 +198,7 @@ class Restore:
         if self.options.dry_run:
             return
         staged = self.prefix + key
-        self.storage.write(staged, content.chunks(), member.size)
+        self.storage.write(staged, content.views(), member.size, sync_follows=self.options.sync)
         self.staged_objects.append((staged, key))
 
     def _config(self, entry, content: HashedContent, member) -> None:
@@ -260,9 +265,20 @@ class Restore:
     # -- objects -------------------------------------------------------------
 
     def _promote_objects(self) -> None:
+        # A user whose folder the target does not have yet (a first restore, a
+        # migration) gets the whole staged folder in one move, not a move per document.
+        moved_whole: dict[str, bool] = {}
         for staged, key in self.staged_objects:
-            self.storage.promote(staged, key)
+            folder = layout.storage_key(layout.document_of_key(key)[0], "")
+            if folder not in moved_whole:
+                moved_whole[folder] = self.storage.promote_folder(self.prefix + folder, folder)
+            if not moved_whole[folder]:
+                self.storage.promote(staged, key)
         self.staged_objects.clear()
+
+    def _sync_storage(self) -> None:
+        if self.storage is not None and self.options.sync:
+            self.storage.sync()
 
     def _discard_staged_objects(self) -> int:
         """Delete the staged objects; how many could not be (the storage is down)."""

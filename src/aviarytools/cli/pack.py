@@ -12,7 +12,7 @@ from ..errors import AviaryError
 from ..progress import CountingWriter, Progress
 from ..tar import gzip_output
 from .common import closing, comma_list, db_option, info, warn, open_db, open_storage, progress_option, \
-    storage_options, user_option
+    storage_options, user_option, widen_pipe
 
 
 @click.command("pack")
@@ -95,10 +95,12 @@ class _output:
     def __enter__(self):
         if self.path is None:
             self.file = sys.stdout.buffer
+            widen_pipe(self.file)
             return self
         if self._is_special():  # /dev/null, a FIFO, a terminal: written into, never renamed over
             with self._named():
                 self.file = open(os.open(self.path, os.O_WRONLY | os.O_CLOEXEC), "wb")
+            widen_pipe(self.file)
             return self
         # A new name of our own: never written through a file or link someone left there.
         self.partial = f"{self.path}.partial-{os.urandom(4).hex()}"  # as secrets.token_hex
@@ -156,3 +158,4 @@ class _output:
             raise AviaryError("the reader closed the output before the archive was complete") from None
         except OSError as e:
             raise AviaryError(f"{self.path or 'stdout'}: {e.strerror or e}") from None
+

@@ -37,11 +37,16 @@ class Storage(ABC):
         """The object's bytes, a chunk at a time."""
 
     @abstractmethod
-    def write(self, key: str, chunks: Iterable[bytes], size: int | None = None) -> None:
+    def write(self, key: str, chunks: Iterable[bytes], size: int | None = None,
+              sync_follows: bool = False) -> None:
         """Store `chunks` under `key`, visible only once complete.
 
-        An exception raised by `chunks` leaves no object behind and propagates as is.
-        `size`, when given, is checked against the bytes actually written.
+        Each chunk is used before the next is asked for, so a producer may
+        reuse one buffer.  An exception raised by `chunks` leaves no object
+        behind and propagates as is.  `size`, when given, is checked against
+        the bytes actually written.  `sync_follows`: the caller will call
+        sync() after its last write, so the object may start on its way to
+        the disk now.
         """
 
     @abstractmethod
@@ -57,6 +62,19 @@ class Storage(ABC):
         info = self.stat(staged_key)
         self.write(key, self.read(staged_key), info.size if info else None)
         self.delete(staged_key)
+
+    def promote_folder(self, staged_prefix: str, prefix: str) -> bool:
+        """Move every object under `staged_prefix` (ending in "/") to `prefix` in
+        one step, where the storage can and nothing is under `prefix` yet.
+        False: nothing was moved; promote the objects one by one."""
+        return False
+
+    def sync(self) -> None:
+        """Make every write, promotion and deletion so far durable.
+
+        Writes return once the object is complete and visible, not once it is on
+        disk: a caller writing many objects syncs once, after the last.
+        """
 
     def close(self) -> None:
         pass

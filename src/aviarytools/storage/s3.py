@@ -67,7 +67,8 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def write(self, key: str, chunks: Iterable[bytes], size: int | None = None) -> None:
+    def write(self, key: str, chunks: Iterable[bytes], size: int | None = None,
+              sync_follows: bool = False) -> None:  # a completed upload is durable already
         upload = None
         written = 0
         try:
