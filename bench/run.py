@@ -282,13 +282,16 @@ def archives(bench: Bench, megabytes: int) -> None:
     os.sync()
     actual = (bench.dir / "archive.tar").stat().st_size / 1e6
     bench.section(f"archives: 2,000 documents, {actual:.0f} MB archive, best of {bench.repeat} runs")
+    # The targets are the issue's, for 1 GB; at 100 MB our start-up (0.1-0.2 s against
+    # the peers' 0.07 s in all) decides the ratio, so there it is shown, not judged.
+    target = 1.3 if megabytes >= 1000 else None
     bench.compare("pack / tar -cf -",
                   "$AVIARY pack --db live/aviary.db --storage live | cat > /dev/null",
                   # through cat: GNU tar writing straight to /dev/null skips reading files
-                  "tar -cf - -C live users | cat > /dev/null", 1.3)
+                  "tar -cf - -C live users | cat > /dev/null", target)
     bench.compare("verify / tar -xOf - | xxhsum -H2",
                   "$AVIARY verify < archive.tar",
-                  "tar -xOf - < archive.tar | xxhsum -H2 - > /dev/null", 1.3)
+                  "tar -xOf - < archive.tar | xxhsum -H2 - > /dev/null", target)
     def clean():
         # Every run starts with no earlier run's files still being written back.
         shutil.rmtree(bench.dir / "out", ignore_errors=True)
@@ -296,15 +299,15 @@ def archives(bench: Bench, megabytes: int) -> None:
 
     bench.compare("unpack -C / tar -x",
                   "$AVIARY unpack -C out < archive.tar",
-                  "mkdir -p out && tar -xf - -C out < archive.tar", 1.3, prepare=clean)
+                  "mkdir -p out && tar -xf - -C out < archive.tar", target, prepare=clean)
     # A restore commits a database that names the documents, so it waits for
     # them to reach the disk (one syncfs); the peer is asked to do the same.
     bench.compare("restore to a folder / tar -x; sync",
                   "$AVIARY unpack --db out/aviary.db --storage out --create-schema < archive.tar",
-                  "mkdir -p out && tar -xf - -C out < peer.tar && sync -f out", 1.3, prepare=clean)
+                  "mkdir -p out && tar -xf - -C out < peer.tar && sync -f out", target, prepare=clean)
     bench.compare("restore --no-sync / tar -x",
                   "$AVIARY unpack --no-sync --db out/aviary.db --storage out --create-schema < archive.tar",
-                  "mkdir -p out && tar -xf - -C out < peer.tar", 1.3, prepare=clean)
+                  "mkdir -p out && tar -xf - -C out < peer.tar", target, prepare=clean)
     clean()
     for name in ("archive.tar", "peer.tar"):
         (bench.dir / name).unlink()
