@@ -1,9 +1,11 @@
 """What an archive says it holds bounds what a restore may remove."""
 
+import io
 import subprocess
 import sys
+import tarfile
 
-from archive_helpers import installation, objects
+from archive_helpers import installation, objects, state
 from helpers import AVIARY, aviary, one_line_error, ok
 
 
@@ -140,3 +142,29 @@ def test_pack_gives_the_pipe_it_writes_into_a_1_MiB_buffer(tmp_path):
     pack.stdout.close()
     assert pack.wait() == 0
     assert ok("verify", input=archive) == b""
+
+
+def test_bookkeeping_spilled_to_disk_gives_the_same_answers(tmp_path):
+    """Past 20,000 members, the names, digests and pending renames a reader keeps
+    until the end move to a temporary database, so memory stays flat however
+    many documents there are.  AVIARY_SPILL_AFTER=1 forces that path here."""
+    spilled = {"AVIARY_SPILL_AFTER": "1"}
+    url, folder = _live(tmp_path)
+    archive = ok("pack", "--db", url, "--storage", folder)
+    assert ok("verify", input=archive, env=spilled) == b""
+    ok("unpack", "-C", tmp_path / "spilled", input=archive, env=spilled)
+    ok("unpack", "-C", tmp_path / "kept", input=archive)
+    assert objects(tmp_path / "spilled") == objects(tmp_path / "kept")
+    restored = tmp_path / "restored"
+    ok("unpack", "--db", tmp_path / "restored.db", "--storage", restored, "--create-schema",
+       input=archive, env=spilled)
+    tables, documents = state(url, folder)
+    del documents["aviary.db"]  # the live database sits in its storage folder
+    assert state(str(tmp_path / "restored.db"), restored) == (tables, documents)
+
+    document = next(m for m in tarfile.open(fileobj=io.BytesIO(archive)) if m.name.endswith(".pdf"))
+    damaged = bytearray(archive)
+    damaged[document.offset_data] ^= 1
+    for command in (["verify"], ["unpack", "-C", tmp_path / "damaged"]):
+        result = aviary(*command, input=bytes(damaged), env=spilled)
+        assert result.returncode == 1 and document.name in result.stderr.decode()

@@ -16,9 +16,10 @@ from typing import BinaryIO
 
 from ..errors import ArchiveError, StorageError
 from ..storage.filesystem import write_all
-from ..tar import NameSet, member_name_problem, parse_checksums
+from ..spill import HashSet, SpillList
+from ..tar import NameSet, member_name_problem
 from . import layout
-from .reading import check_checksums, HashedContent, members
+from .reading import check_checksums, HashedContent, members, parse_checksum_chunks
 
 
 @dataclass
@@ -31,12 +32,13 @@ class Extraction:
     def __init__(self, destination: str):
         self.root = Path(destination).absolute()
         # Paths as strings: pathlib costs more than the syscalls, file after file.
-        self.pending: list[tuple[str, str]] = []  # (temporary, final name)
-        self.files: set[str] = set()
+        # One entry per file: these move to a temporary file when there are many.
+        self.pending = SpillList()  # (temporary, final name)
+        self.files = HashSet()
         self.folders: dict[str, str] = {}  # a member's folder name -> its checked path
         self.checked: set[str] = set()  # folders checked (real, ours to write in) or made
-        self.digests: dict[str, str] = {}
-        self.checksums: dict[str, str] | None = None
+        self.digests = SpillList()  # (member name, digest)
+        self.checksums: SpillList | None = None
         self.summary = ExtractSummary()
 
     def run(self, stream: BinaryIO, source: str) -> ExtractSummary:
@@ -104,17 +106,17 @@ class Extraction:
         parent, _, base = member.name.rstrip("/").rpartition("/")
         folder = self._folder(parent)
         content = HashedContent(member)
+        temp = self._write(folder, base, member.name, content.views())
         if member.name == layout.CHECKSUMS:
-            # Kept whole (a line per file) to check the others; extracted too,
+            # Read back from the extracted file, to check the others; extracted,
             # so that `xxhsum -c checksums.xxh128` works afterwards.
-            data = b"".join(content.chunks())
-            self.checksums = {n: d for d, n in parse_checksums([data], source=member.name)}
-            self._write(folder, base, member.name, [data])
+            with open(temp, "rb") as written:
+                self.checksums = parse_checksum_chunks(iter(lambda: written.read(1 << 16), b""), member.name)
             return
-        self._write(folder, base, member.name, content.views())
-        self.digests[member.name] = content.hasher.hexdigest()
+        self.digests.append((member.name, content.hasher.hexdigest()))
 
-    def _write(self, folder: str, base: str, name: str, chunks) -> None:
+    def _write(self, folder: str, base: str, name: str, chunks) -> str:
+        """Write the member under a temporary name beside its own; that name."""
         final = folder if base == "." else os.path.join(folder, base)
         try:
             mode = os.lstat(final).st_mode
@@ -133,7 +135,7 @@ class Extraction:
         finally:
             os.close(fd)
         self.summary.files += 1
-
+        return temp
 
 
 def extract(stream: BinaryIO, source: str, destination: str) -> ExtractSummary:

@@ -7,6 +7,7 @@ from typing import BinaryIO, Iterator
 import xxhash
 
 from ..errors import ArchiveError
+from ..spill import SpillList, compare_digests
 from ..tar import Member, open_input, read_members
 from . import layout
 
@@ -126,19 +127,27 @@ def metadata_problems(metadata: dict) -> list[str]:
     return problems
 
 
-def parse_checksum_member(content: HashedContent, source: str) -> dict[str, str]:
+def parse_checksum_member(content: HashedContent, source: str) -> SpillList:
+    return parse_checksum_chunks(content.chunks(), source)
+
+
+def parse_checksum_chunks(chunks, source: str) -> SpillList:
+    """(name, digest in lower case) of every line of a checksums member."""
     from ..tar import parse_checksums
 
-    return {name: digest.lower() for digest, name in parse_checksums(content.chunks(), source=source)}
+    listed = SpillList()
+    for digest, name in parse_checksums(chunks, source=source):
+        listed.append((name, digest.lower()))
+    return listed
 
 
-def check_checksums(checksums: dict[str, str] | None, digests: dict[str, str]) -> None:
+def check_checksums(checksums: SpillList | None, digests: SpillList) -> None:
     """ArchiveError unless every member the checksums list was read with that digest."""
     if checksums is None:
         return  # Aviary's own archives carry none
-    for name, digest in checksums.items():
-        actual = digests.get(name)
+    for name, actual, listed in compare_digests(checksums, digests):
+        if listed is None:
+            return  # the listed names come first, and all were read as listed
         if actual is None:
             raise ArchiveError(f"{name}: listed in {layout.CHECKSUMS} but missing from the archive")
-        if actual != digest:
-            raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {digest}")
+        raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {listed}")

@@ -22,6 +22,7 @@ from ..db import Database
 from ..errors import ArchiveError, AviaryError, InputError
 from ..query import quote_ident, quote_literal
 from ..rowinput import RowSource
+from ..spill import HashSet, SpillList
 from ..storage import FilesystemStorage, Storage
 from ..tar import NameSet, member_name_problem
 from . import layout
@@ -57,10 +58,11 @@ class Restore:
         self.db, self.storage, self.options, self.warn = db, storage, options, warn
         self.summary = RestoreSummary()
         self.stages: dict[str, tuple] = {}
-        self.staged_objects: list[tuple[str, str]] = []
-        self.restored_keys: set[str] = set()
-        self.digests: dict[str, str] = {}
-        self.checksums: dict[str, str] | None = None
+        # One entry per document: these move to a temporary file when there are many.
+        self.staged_objects = SpillList()  # (staged key, key)
+        self.restored_keys = HashSet()
+        self.digests = SpillList()  # (member name, digest)
+        self.checksums: SpillList | None = None
         self.configs: list[tuple[str, str, str]] = []
         self.prefix = f".aviary-restore-{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
         self.archive_has_files = True
@@ -121,7 +123,8 @@ class Restore:
         first = next(walk, None)
         if first is None:
             raise ArchiveError("empty archive")
-        metadata, self.digests[layout.METADATA] = read_metadata(first)
+        metadata, digest = read_metadata(first)
+        self.digests.append((layout.METADATA, digest))
         self._follow_metadata(metadata)
         names = NameSet()
         names.add(first.name)
@@ -161,7 +164,7 @@ class Restore:
             self._document(entry, content, member)
         elif entry.kind == "config":
             self._config(entry, content, member)
-        self.digests[member.name] = content.finish()
+        self.digests.append((member.name, content.finish()))
 
     def _wanted_table(self, table: str) -> bool:
         if self.db is None or not self.options.include_db or table in schema.TRANSIENT:

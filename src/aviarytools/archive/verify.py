@@ -19,6 +19,7 @@ import xxhash
 from .. import schema
 from ..errors import ArchiveError
 from ..rowinput import ijson_reason
+from ..spill import SpillList, compare_digests
 from ..tar import NameSet, member_name_problem
 from ..timestamps import NS_PER_SECOND, parse as parse_timestamp
 from . import layout
@@ -50,8 +51,8 @@ class _Tally:
         self.vanished_bytes = 0
         self.users: set[str] = set()
         self.referenced: dict[str, str] = {}  # user id -> first member naming it
-        self.digests: dict[str, str] = {}
-        self.checksums: dict[str, str] | None = None
+        self.digests = SpillList()  # (member name, digest)
+        self.checksums: SpillList | None = None
 
 
 def verify(stream: BinaryIO, source: str = "-", max_age_seconds: float | None = None) -> Iterator[Finding]:
@@ -65,7 +66,8 @@ def verify(stream: BinaryIO, source: str = "-", max_age_seconds: float | None = 
             yield Finding("structure", "empty archive")
             return
         try:
-            metadata, tally.digests[layout.METADATA] = read_metadata(first)
+            metadata, digest = read_metadata(first)
+            tally.digests.append((layout.METADATA, digest))
         except ArchiveError as e:
             yield Finding("metadata", str(e), first.name)
         else:
@@ -109,7 +111,7 @@ def _check_member(member, names: NameSet, tally: _Tally) -> Iterator[Finding]:
         tally.referenced.setdefault(entry.user_id, member.name)
     elif entry.kind == "unknown":
         yield Finding("unknown-member", "not part of Aviary's layout", member.name, "info")
-    tally.digests[member.name] = content.finish()
+    tally.digests.append((member.name, content.finish()))
 
 
 def _check_table(table: str, content: HashedContent, tally: _Tally) -> Iterator[Finding]:
@@ -168,14 +170,13 @@ def _check_checksums(tally: _Tally) -> Iterator[Finding]:
     if tally.checksums is None:
         yield Finding("checksums", f"no {layout.CHECKSUMS} member: content not checked", None, "info")
         return
-    for name, digest in tally.checksums.items():
-        actual = tally.digests.get(name)
-        if actual is None:
+    for name, actual, listed in compare_digests(tally.checksums, tally.digests):
+        if listed is None:
+            yield Finding("checksums", "not listed in checksums", name)
+        elif actual is None:
             yield Finding("checksums", "listed in checksums but not in the archive", name)
-        elif actual != digest:
-            yield Finding("checksums", f"XXH128 mismatch: archive has {actual}, checksums say {digest}", name)
-    for name in tally.digests.keys() - tally.checksums.keys():
-        yield Finding("checksums", "not listed in checksums", name)
+        else:
+            yield Finding("checksums", f"XXH128 mismatch: archive has {actual}, checksums say {listed}", name)
 
 
 def _check_totals(metadata: dict, tally: _Tally) -> Iterator[Finding]:

@@ -38,6 +38,7 @@ from ..errors import ArchiveError, InputError, StorageError
 from ..model import Kind, Table
 from ..query import Query, quote_ident, quote_literal
 from ..rowinput import RowSource
+from ..spill import SpillList, compare_digests
 from ..storage import Storage
 from ..values import _uuid, coerce
 from .findings import LIMIT, Capped, Finding, info, problem, short
@@ -409,8 +410,8 @@ class Comparison:
         self.configs = _Configs()
         self.compared: set[str] = set()
         self.archived_keys: set[str] = set()
-        self.digests: dict[str, str] = {}
-        self.checksums: dict[str, str] | None = None
+        self.digests = SpillList()  # (member name, digest)
+        self.checksums: SpillList | None = None
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="doctor-against") if storage else None
         self.pending: deque = deque()
         self.files = dict(archived=0, equal=0, differ=0, missing=0, unreadable=0, extra=0)
@@ -446,7 +447,7 @@ class Comparison:
         first = next(walk, None)
         if first is None:
             raise ArchiveError("empty archive")
-        _, self.digests[layout.METADATA] = read_metadata(first)
+        self.digests.append((layout.METADATA, read_metadata(first)[1]))
         for member in walk:
             if member.type != "file":
                 continue
@@ -461,7 +462,7 @@ class Comparison:
                 yield from self._document(entry, content, member)
             elif entry.kind == "config":
                 yield from self._config(entry, content, member)
-            self.digests[member.name] = content.finish()
+            self.digests.append((member.name, content.finish()))
 
     # -- tables ---------------------------------------------------------------------
 
@@ -551,8 +552,9 @@ class Comparison:
     def _check_checksums(self) -> Iterator[Finding]:
         if self.checksums is None:
             return
-        for name, digest in self.checksums.items():
-            actual = self.digests.get(name)
+        for name, actual, digest in compare_digests(self.checksums, self.digests):
+            if digest is None:
+                continue  # not listed: the archive's own business, verify's to report
             if actual is None:
                 yield problem("archive", f"listed in {layout.CHECKSUMS} but not in the archive", name)
             elif actual != digest:

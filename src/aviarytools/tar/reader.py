@@ -19,6 +19,7 @@ from typing import BinaryIO, NamedTuple
 from zlib import adler32
 
 from aviarytools.errors import ArchiveError
+from aviarytools.spill import HashSet
 
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
@@ -147,19 +148,16 @@ def name_problem(name: str) -> str | None:
 class NameSet:
     """Names seen so far, to catch duplicate members.
 
-    `a`, `a/` and `./a` are the same name.  Memory is one string per name.
+    `a`, `a/` and `./a` are the same name.  Names are kept as 128-bit
+    hashes (aviarytools.spill.HashSet), not as strings.
     """
 
     def __init__(self):
-        self._names: set[str] = set()
+        self._names = HashSet()
 
     def add(self, name: str) -> bool:
         """Remember `name`; False if it was seen before (a duplicate)."""
-        key = _normalized(name)
-        if key in self._names:
-            return False
-        self._names.add(key)
-        return True
+        return self._names.add(_normalized(name))
 
     def __contains__(self, name: str) -> bool:
         return _normalized(name) in self._names

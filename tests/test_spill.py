@@ -1,0 +1,58 @@
+"""The per-member bookkeeping of archive readers: the same answers in memory and spilled to disk."""
+
+import pytest
+
+from aviarytools.spill import HashSet, SpillList, compare_digests
+
+IN_MEMORY_AND_SPILLED = pytest.mark.parametrize("limit", [1000, 2], ids=["in memory", "spilled"])
+
+
+def test_a_hash_set_says_whether_a_name_is_new():
+    names = HashSet()
+    assert [names.add(n) for n in ("a", "b", "a", "ü/ñ", "b")] == [True, True, False, True, False]
+    assert "ü/ñ" in names and "c" not in names and len(names) == 3
+
+
+@IN_MEMORY_AND_SPILLED
+def test_a_list_reads_back_in_order_and_clears(limit):
+    pending = SpillList(limit)
+    for n in range(5):
+        pending.append((f"temp-{n}", f"final-{n}"))
+    assert pending.spilled == (limit == 2)
+    assert list(pending) == [(f"temp-{n}", f"final-{n}") for n in range(5)] and len(pending) == 5
+    assert list(pending) == list(pending)  # read again, from the start
+    pending.clear()
+    assert list(pending) == [] and len(pending) == 0
+
+
+def test_names_that_are_not_utf_8_come_back_as_they_went_in():
+    """The tar reader keeps undecodable bytes of a member name as surrogates."""
+    name = b"caf\xe9.pdf".decode("utf-8", "surrogateescape")
+    pending = SpillList(0)
+    pending.append((name, "d"))
+    assert list(pending) == [(name, "d")]
+    assert HashSet().add(name)
+
+
+@IN_MEMORY_AND_SPILLED
+def test_digests_are_matched_against_the_list(limit):
+    listed, read = SpillList(limit), SpillList(limit)
+    for name, digest in [("metadata.json", "m"), ("a.pdf", "1"), ("b.pdf", "2"), ("c.pdf", "3")]:
+        listed.append((name, digest))
+    for name, digest in [("metadata.json", "m"), ("extra.pdf", "9"), ("b.pdf", "X"), ("a.pdf", "1")]:
+        read.append((name, digest))
+    assert list(compare_digests(listed, read)) == [
+        ("b.pdf", "X", "2"),  # read, but not as listed
+        ("c.pdf", None, "3"),  # listed, never read
+        ("extra.pdf", "9", None),  # read, not listed
+    ]
+
+
+@IN_MEMORY_AND_SPILLED
+def test_digests_that_all_match_give_nothing(limit):
+    listed, read = SpillList(limit), SpillList(limit)
+    for n in range(10):
+        listed.append((f"{n}.pdf", f"d{n}"))
+    for n in reversed(range(10)):
+        read.append((f"{n}.pdf", f"d{n}"))
+    assert list(compare_digests(listed, read)) == []
