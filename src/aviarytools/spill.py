@@ -30,8 +30,8 @@ JOIN_CACHE_KIB = 2048  # SQLite's page cache while joining spilled digests (more
 
 
 class HashSet:
-    """A set of strings held as their 128-bit hashes (a false match: 1 in 10^20
-    for a million items)."""
+    """A set of strings held as their 128-bit hashes (the chance that two of a
+    million items share one: about 1 in 10^26)."""
 
     def __init__(self):
         self._hashes: set[int] = set()
