@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import tempfile
 from collections.abc import Iterator
 
 import xxhash
@@ -95,6 +94,8 @@ class SpillList:
         self._count = 0
 
     def _spill(self) -> None:
+        import tempfile  # here: it takes a while to import, and most archives never spill
+
         self._file = tempfile.TemporaryFile(prefix="aviary-spill-", buffering=1 << 16)
         for item in self._memory:
             marshal.dump(item, self._file)
