@@ -145,12 +145,13 @@ def test_pack_gives_the_pipe_it_writes_into_a_1_MiB_buffer(tmp_path):
 
 
 def test_bookkeeping_spilled_to_disk_gives_the_same_answers(tmp_path):
-    """Past 20,000 members, the names, digests and pending renames a reader keeps
-    until the end move to a temporary database, so memory stays flat however
-    many documents there are.  AVIARY_SPILL_AFTER=1 forces that path here."""
+    """Past 20,000 members, pack's listing, and the digests and pending renames a
+    reader keeps until the end, move to a temporary file, so memory stays flat
+    however many documents there are.  AVIARY_SPILL_AFTER=1 forces that path here."""
     spilled = {"AVIARY_SPILL_AFTER": "1"}
     url, folder = _live(tmp_path)
-    archive = ok("pack", "--db", url, "--storage", folder)
+    archive = ok("pack", "--db", url, "--storage", folder, env=spilled)
+    assert members_of(archive) == members_of(ok("pack", "--db", url, "--storage", folder))
     assert ok("verify", input=archive, env=spilled) == b""
     ok("unpack", "-C", tmp_path / "spilled", input=archive, env=spilled)
     ok("unpack", "-C", tmp_path / "kept", input=archive)
@@ -168,3 +169,8 @@ def test_bookkeeping_spilled_to_disk_gives_the_same_answers(tmp_path):
     for command in (["verify"], ["unpack", "-C", tmp_path / "damaged"]):
         result = aviary(*command, input=bytes(damaged), env=spilled)
         assert result.returncode == 1 and document.name in result.stderr.decode()
+
+
+def members_of(archive: bytes) -> list[tuple[str, int]]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return [(m.name, m.size) for m in tar if m.name != "metadata.json"]

@@ -8,7 +8,8 @@ dicts that was 1-2 KB per member: 100,000 documents took 110-185 MB.
 - NameSet-like membership keeps 128-bit hashes of the strings, not the
   strings: about 70 bytes an item.
 - SpillList keeps its first SPILL_AFTER items in memory and writes the rest
-  to an anonymous temporary file, to be read back in order.
+  to an anonymous temporary file, to be read back in order (also pack's
+  document listing).
 - compare_digests matches the digests read against those checksums.xxh128
   lists; spilled, it joins them in a temporary SQLite database.
 
@@ -51,8 +52,8 @@ class HashSet:
 
 
 class SpillList:
-    """Tuples of strings, appended and read back in order; past `limit` items
-    they go to a temporary file (deleted when closed, or at exit)."""
+    """Tuples of strings and numbers, appended and read back in order; past
+    `limit` items they go to a temporary file (deleted when closed, or at exit)."""
 
     def __init__(self, limit: int | None = None):
         self._limit = SPILL_AFTER if limit is None else limit

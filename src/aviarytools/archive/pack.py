@@ -4,8 +4,8 @@ The tar header of each member needs its size before its content, and
 metadata.json must come first with true totals.  So everything is measured
 before anything is written: each table is read twice inside one snapshot
 (once to count rows and bytes, once to stream them; the snapshot guarantees
-the same bytes), and the document listing is taken once and kept (about
-300 bytes per file, its key most of it; never the files themselves).
+the same bytes), and the document listing is taken once and kept (in a
+temporary file past 20,000 documents; never the files themselves).
 """
 
 import itertools
@@ -19,6 +19,7 @@ from .. import __version__, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject
 from ..query import Query
+from ..spill import SpillList
 from ..storage import ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
@@ -91,16 +92,38 @@ def measure_table(db: Database, name: str, query: Query) -> tuple[int, int]:
     return rows, (3 if rows == 0 else size + 2 * (rows - 1) + 5)
 
 
-def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> list[ObjectInfo]:
+class Listing:
+    """The documents to pack, listed before anything is written (metadata.json
+    comes first, with their count and total size): a SpillList of (key, size,
+    mtime), so that a million documents do not sit in memory."""
+
+    def __init__(self):
+        self._entries = SpillList()
+        self.bytes = 0
+
+    def add(self, info: ObjectInfo) -> None:
+        self._entries.append((info.key, info.size, info.mtime))
+        self.bytes += info.size
+
+    def __iter__(self) -> Iterator[ObjectInfo]:
+        return (ObjectInfo(key, size, mtime) for key, size, mtime in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> Listing:
     """Every document object (users/<uuid>/pdfs/...) of the chosen users."""
     prefixes = [f"users/{u}/pdfs/" for u in sorted(user_ids)] if user_ids is not None else ["users/"]
-    found = []
+    found = Listing()
     for prefix in prefixes:
-        found.extend(o for o in storage.list(prefix) if layout.document_of_key(o.key))
+        for info in storage.list(prefix):
+            if layout.document_of_key(info.key):
+                found.add(info)
     return found
 
 
-def _of_snapshot_users(db: Database, files: list[ObjectInfo]) -> tuple[list[ObjectInfo], dict[str, int]]:
+def _of_snapshot_users(db: Database, files: Listing) -> tuple[Listing, dict[str, int]]:
     """The documents whose user is in the snapshot, and per other user how many were left out.
 
     A user created after the snapshot (or deleted long ago) would make a folder
@@ -111,18 +134,18 @@ def _of_snapshot_users(db: Database, files: list[ObjectInfo]) -> tuple[list[Obje
     # bytes(): PostgreSQL's lines are memoryviews; closing(): a failure ends the COPY.
     with closing(db.rows(db.table("users"), Query(columns=("id",)))) as lines:
         known = {json.loads(bytes(line))["id"] for line in lines}
-    kept, userless = [], {}
+    kept, userless = Listing(), {}
     for info in files:
         user_id = info.key.split("/", 2)[1]
         if user_id in known:
-            kept.append(info)
+            kept.add(info)
         else:
             userless[user_id] = userless.get(user_id, 0) + 1
     return kept, userless
 
 
 def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
-                   files: list[ObjectInfo], now_ns: int) -> dict:
+                   files: Listing, now_ns: int) -> dict:
     return {
         "aviary_version": f"aviarytools-{__version__}",
         "git_commit": "",
@@ -130,7 +153,7 @@ def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
         "database_type": db.dialect,
         "users_exported": list(options.user_ids) if options.user_ids is not None else None,
         "total_documents": len(files),
-        "total_size_bytes": sum(f.size for f in files),
+        "total_size_bytes": files.bytes,
         "exported_tables": sorted(counts),
         "total_users": counts.get("users", 0),
         "total_api_keys": counts.get("api_keys", 0),
@@ -181,7 +204,7 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
         names = chosen_tables(db, options) if options.include_db else []
         queries = {n: table_query(n, options) for n in names}
         measured = {n: measure_table(db, n, queries[n]) for n in names}
-        files = list_documents(storage, options.user_ids) if options.include_files and storage else []
+        files = list_documents(storage, options.user_ids) if options.include_files and storage else Listing()
         if names:
             files, summary.userless = _of_snapshot_users(db, files)
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
@@ -227,7 +250,7 @@ def _still_there(content: Iterator[bytes]) -> Iterator[bytes] | None:
     return itertools.chain((first,), content)
 
 
-def _documents(storage: Storage | None, files: list[ObjectInfo]) -> Iterator[tuple[ObjectInfo, Iterator[bytes]]]:
+def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[ObjectInfo, Iterator[bytes]]]:
     """(object, its bytes) for every document, in order; each one's bytes are to
     be used up (written and hashed) before the next is asked for.
 
@@ -246,29 +269,39 @@ def _documents(storage: Storage | None, files: list[ObjectInfo]) -> Iterator[tup
         return
     buffers = (bytearray(_READ_SIZE), bytearray(_READ_SIZE))
     asked = ready = None
-    ahead = None  # the index of the document being read ahead
+    read_ahead = False  # whether the document at hand was read ahead
     try:
-        for index, info in enumerate(files):
-            if ahead == index:
+        for index, (info, following) in enumerate(_with_next(files)):
+            if read_ahead:
                 chunks, first, error = ready.get()
                 content = _read_ahead(chunks, first, error)
             else:
                 content = read_into(info.key, buffers[index % 2])
             # The other buffer is free: the document before this one has been written.
-            ahead = index + 1 if index + 1 < len(files) and files[index + 1].size >= _AHEAD_SIZE else None
-            if ahead is not None:
+            read_ahead = following is not None and following.size >= _AHEAD_SIZE
+            if read_ahead:
                 if asked is None:
-                    asked, ready = _read_ahead_thread(read_into, files, buffers)
-                asked.put(ahead)
+                    asked, ready = _read_ahead_thread(read_into, buffers)
+                asked.put((following.key, (index + 1) % 2))
             yield info, content
     finally:
         if asked is not None:
             asked.put(None)
 
 
-def _read_ahead_thread(read_into, files, buffers):
-    """A thread that reads the first buffer-full of the document whose index is
-    put in `asked`, and puts (chunks, first chunk, error) in `ready`."""
+def _with_next(items: Iterable) -> Iterator[tuple]:
+    """(item, the item after it or None) for every item."""
+    iterator = iter(items)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield current, following
+        current = following
+
+
+def _read_ahead_thread(read_into, buffers):
+    """A thread that reads the first buffer-full of the document whose (key,
+    buffer index) is put in `asked`, and puts (chunks, first chunk, error) in `ready`."""
     import queue
     import threading
 
@@ -276,8 +309,9 @@ def _read_ahead_thread(read_into, files, buffers):
     ready: queue.SimpleQueue = queue.SimpleQueue()
 
     def read_ahead() -> None:
-        while (index := asked.get()) is not None:
-            chunks = read_into(files[index].key, buffers[index % 2])
+        while (job := asked.get()) is not None:
+            key, buffer = job
+            chunks = read_into(key, buffers[buffer])
             try:
                 ready.put((chunks, next(chunks, None), None))
             except BaseException as error:  # handed over, raised where the document is read
