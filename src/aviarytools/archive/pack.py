@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
+import xxhash
+
 from .. import __version__, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject
@@ -218,7 +220,7 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
             dirs.before(member)
             with closing(db.rows(db.table(name), queries[name])) as lines:
                 writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
-        for info, chunks in _documents(storage, files):
+        for info, chunks, hasher in _documents(storage, files):
             user_id, path = layout.document_of_key(info.key)
             member = layout.document_member(user_id, path)
             dirs.before(member)
@@ -226,7 +228,7 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
             if content is None:
                 summary.vanished.append((member, info.size))
                 continue
-            writer.add_file(member, info.size, content, info.mtime, 0o644)
+            writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher)
             summary.documents += 1
             summary.document_bytes += info.size
         if summary.vanished:
@@ -250,22 +252,24 @@ def _still_there(content: Iterator[bytes]) -> Iterator[bytes] | None:
     return itertools.chain((first,), content)
 
 
-def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[ObjectInfo, Iterator[bytes]]]:
-    """(object, its bytes) for every document, in order; each one's bytes are to
-    be used up (written and hashed) before the next is asked for.
+def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[ObjectInfo, Iterator[bytes], object]]:
+    """(object, its bytes, their XXH128 hasher) for every document, in order;
+    each one's bytes are to be used up (written) before the next is asked for,
+    and the hasher has seen every chunk before it is handed over.
 
     From a folder, documents are read into two buffers that take turns, so no
     memory is allocated per chunk.  A large document's first buffer-full is
     read by a second thread while the one before is hashed and written from
     the other buffer (os.readv lets go of the GIL, so reading overlaps
-    writing); its errors (a vanished file) come out in order, as the
-    document's own.  Small documents are read in turn: handing them over
+    writing) and hashed there too (so does xxhash); its errors (a vanished
+    file) come out in order, as the document's own.  Small documents are read in turn: handing them over
     would cost more than it saves.
     """
     read_into = getattr(storage, "read_into", None)
     if read_into is None:
         for info in files:
-            yield info, storage.read(info.key)
+            hasher = xxhash.xxh3_128()
+            yield info, _hashing(storage.read(info.key), hasher), hasher
         return
     buffers = (bytearray(_READ_SIZE), bytearray(_READ_SIZE))
     asked = ready = None
@@ -273,17 +277,18 @@ def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[Object
     try:
         for index, (info, following) in enumerate(_with_next(files)):
             if read_ahead:
-                chunks, first, error = ready.get()
-                content = _read_ahead(chunks, first, error)
+                chunks, first, error, hasher = ready.get()
+                content = _read_ahead(chunks, first, error, hasher)
             else:
-                content = read_into(info.key, buffers[index % 2])
+                hasher = xxhash.xxh3_128()
+                content = _hashing(read_into(info.key, buffers[index % 2]), hasher)
             # The other buffer is free: the document before this one has been written.
             read_ahead = following is not None and following.size >= _AHEAD_SIZE
             if read_ahead:
                 if asked is None:
                     asked, ready = _read_ahead_thread(read_into, buffers)
                 asked.put((following.key, (index + 1) % 2))
-            yield info, content
+            yield info, content, hasher
     finally:
         if asked is not None:
             asked.put(None)
@@ -301,7 +306,8 @@ def _with_next(items: Iterable) -> Iterator[tuple]:
 
 def _read_ahead_thread(read_into, buffers):
     """A thread that reads the first buffer-full of the document whose (key,
-    buffer index) is put in `asked`, and puts (chunks, first chunk, error) in `ready`."""
+    buffer index) is put in `asked`, and puts (chunks, first chunk, error,
+    hasher that has seen the first chunk) in `ready`."""
     import queue
     import threading
 
@@ -312,21 +318,31 @@ def _read_ahead_thread(read_into, buffers):
         while (job := asked.get()) is not None:
             key, buffer = job
             chunks = read_into(key, buffers[buffer])
+            hasher = xxhash.xxh3_128()
             try:
-                ready.put((chunks, next(chunks, None), None))
+                first = next(chunks, None)
+                if first is not None:
+                    hasher.update(first)
+                ready.put((chunks, first, None, hasher))
             except BaseException as error:  # handed over, raised where the document is read
-                ready.put((None, None, error))
+                ready.put((None, None, error, None))
 
     threading.Thread(target=read_ahead, name="pack-read-ahead", daemon=True).start()
     return asked, ready
 
 
-def _read_ahead(chunks, first, error) -> Iterator[bytes]:
+def _read_ahead(chunks, first, error, hasher) -> Iterator[bytes]:
     if error is not None:
         raise error
     if first is not None:
-        yield first
-        yield from chunks
+        yield first  # hashed already, by the thread that read it
+        yield from _hashing(chunks, hasher)
+
+
+def _hashing(chunks: Iterable[bytes], hasher) -> Iterator[bytes]:
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
 
 
 def _changed_check(storage: Storage, info: ObjectInfo, chunks: Iterable[bytes] | None = None) -> Iterator[bytes]:

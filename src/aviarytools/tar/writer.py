@@ -63,10 +63,16 @@ class TarWriter:
         chunks: Iterable[bytes],
         mtime: float,
         mode: int = 0o644,
+        hasher=None,
     ) -> str:
-        """A regular file whose content is `chunks`, exactly `size` bytes in all."""
+        """A regular file whose content is `chunks`, exactly `size` bytes in all.
+
+        `hasher`: an xxh3_128 that the producer of `chunks` updates with each
+        chunk before handing it over (so that hashing can run in the
+        producer's thread); by default the writer hashes what it writes.
+        """
         self._write_header(name, b"0", size, mtime, mode)
-        digest = self._write_content(name, size, chunks)
+        digest = self._write_content(name, size, chunks, hasher)
         self._sums.write(format_line(digest, name).encode("utf-8"))
         if not self._spilled and self._sums.tell() > _SPOOL_SIZE:
             # Imported only now: most archives never need it, and it takes a while.
@@ -121,14 +127,16 @@ class TarWriter:
         prefix, short_name = split
         self._write(_header(short_name, prefix, typeflag, size, mtime, mode))
 
-    def _write_content(self, name: str, size: int, chunks: Iterable[bytes]) -> str:
-        hasher = xxhash.xxh3_128()
+    def _write_content(self, name: str, size: int, chunks: Iterable[bytes], hasher=None) -> str:
+        hashing = hasher is None
+        hasher = xxhash.xxh3_128() if hashing else hasher
         written = 0
         for chunk in chunks:
             written += len(chunk)
             if written > size:
                 raise ArchiveError(f"{name}: content is longer than the {size} bytes announced")
-            hasher.update(chunk)
+            if hashing:
+                hasher.update(chunk)
             self._write(chunk)
         if written != size:
             raise ArchiveError(f"{name}: content ended after {written} of {size} bytes announced")
