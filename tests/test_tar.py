@@ -119,6 +119,23 @@ def test_our_reader_reads_back_every_member_and_its_digest(sample):
     assert list(found)[-1] == CHECKSUMS_NAME
 
 
+def test_a_producer_may_hash_its_own_chunks():
+    """pack hashes a document in the thread that reads it; the writer records that digest."""
+    hasher = xxhash.xxh3_128()
+
+    def chunks():
+        for chunk in (b"%PDF-1.7 ", b"read ahead"):
+            hasher.update(chunk)
+            yield chunk
+
+    out = io.BytesIO()
+    writer = TarWriter(out)
+    assert writer.add_file("a.pdf", 19, chunks(), 0, hasher=hasher) == digest(b"%PDF-1.7 read ahead")
+    writer.write_checksums(mtime=0)
+    writer.close()
+    assert read_all(io.BytesIO(out.getvalue()))["a.pdf"] == ("file", digest(b"%PDF-1.7 read ahead"))
+
+
 def test_members_carry_their_metadata(sample):
     with open(sample, "rb") as stream:
         members = {m.name: m for m in read_members(stream)}
