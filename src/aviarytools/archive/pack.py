@@ -259,10 +259,10 @@ def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[Object
 
     From a folder, documents are read into two buffers that take turns, so no
     memory is allocated per chunk.  A large document's first buffer-full is
-    read by a second thread while the one before is hashed and written from
-    the other buffer (os.readv lets go of the GIL, so reading overlaps
-    writing) and hashed there too (so does xxhash); its errors (a vanished
-    file) come out in order, as the document's own.  Small documents are read in turn: handing them over
+    read and hashed by a second thread while the one before is written from
+    the other buffer (os.readv and xxhash let go of the GIL, so this overlaps
+    writing); its errors (a vanished file) come out in order, as the
+    document's own.  Small documents are read in turn: handing them over
     would cost more than it saves.
     """
     read_into = getattr(storage, "read_into", None)

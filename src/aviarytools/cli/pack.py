@@ -158,4 +158,3 @@ class _output:
             raise AviaryError("the reader closed the output before the archive was complete") from None
         except OSError as e:
             raise AviaryError(f"{self.path or 'stdout'}: {e.strerror or e}") from None
-
