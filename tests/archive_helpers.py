@@ -250,15 +250,16 @@ def as_aviary_rows(table_rows: list[dict], booleans=None) -> list[dict]:
     return out
 
 
-def aviary_made_archive() -> tuple[bytes, dict[str, list[dict]], dict[str, bytes]]:
+def aviary_made_archive(user_extras: dict | None = None) -> tuple[bytes, dict[str, list[dict]], dict[str, bytes]]:
     """An archive with every quirk of Aviary's, the rows it must restore to (login_attempts
-    empty, the legacy pairing in users.rmapi_config) and the XXH128 of each object."""
+    empty, the legacy pairing in users.rmapi_config) and the XXH128 of each object.
+    `user_extras`: columns of a newer Aviary, added to every users row."""
     tables = sample.sample_rows(users=3)
     documents = dict(sample.document_files(tables))
     legacy = tables["users"][2]
     assert legacy["rmapi_config"] is None
     members = {
-        "database/users.json": as_aviary_rows(tables["users"]),
+        "database/users.json": [dict(r, **(user_extras or {})) for r in as_aviary_rows(tables["users"])],
         "database/api_keys.json": as_aviary_rows(tables["api_keys"], booleans=("is_active",)),
         "database/user_sessions.json": as_aviary_rows(tables["user_sessions"]),
         "database/user_folders_cache.json": as_aviary_rows(tables["user_folders_cache"]),

@@ -149,7 +149,8 @@ def test_verify_json_prints_one_finding_per_line(packed):
 
     aviarys = aviary("verify", "--json", input=aviary_made_archive()[0])
     assert aviarys.returncode == 0
-    assert findings(aviarys) == [{"check": "checksums", "severity": "info", "member": None,
+    # The same keys as doctor's findings: check, severity, subject (here a member), detail.
+    assert findings(aviarys) == [{"check": "checksums", "severity": "info", "subject": None,
                                   "detail": "no checksums.xxh128 member: content not checked"}]
 
     data = bytearray(packed["archive"].read_bytes())
@@ -158,7 +159,7 @@ def test_verify_json_prints_one_finding_per_line(packed):
     damaged = aviary("verify", "--json", input=bytes(data))
     assert damaged.returncode == 1
     [finding] = findings(damaged)
-    assert finding["check"] == "checksums" and finding["member"] == document.name
+    assert finding["check"] == "checksums" and finding["subject"] == document.name
     assert finding["severity"] == "problem" and "XXH128 mismatch" in finding["detail"]
 
 

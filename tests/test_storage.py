@@ -170,17 +170,33 @@ def leftovers(storage):
 # --- a folder ------------------------------------------------------------------------------
 
 
-def test_new_files_and_folders_are_private_whatever_the_umask(tmp_path):
-    (tmp_path / "users").mkdir(mode=0o755)
-    old_umask = os.umask(0)
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_new_files_and_folders_are_made_as_aviary_makes_them(tmp_path, umask, file_mode, folder_mode):
+    """A live installation's folder: documents 0644 and folders 0755, less the umask, as Go's
+    os.Create and os.MkdirAll make them (a restore is not a private copy)."""
+    (tmp_path / "users").mkdir(mode=0o750)
+    old_umask = os.umask(umask)
     try:
         FilesystemStorage(tmp_path).write("users/u1/pdfs/a.pdf", [b"x"])
     finally:
         os.umask(old_umask)
-    assert stat.S_IMODE((tmp_path / "users/u1/pdfs/a.pdf").stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "users/u1/pdfs").stat().st_mode) == 0o700
-    assert stat.S_IMODE((tmp_path / "users/u1").stat().st_mode) == 0o700
-    assert stat.S_IMODE((tmp_path / "users").stat().st_mode) == 0o755  # not ours: untouched
+    assert stat.S_IMODE((tmp_path / "users/u1/pdfs/a.pdf").stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "users/u1/pdfs").stat().st_mode) == folder_mode
+    assert stat.S_IMODE((tmp_path / "users/u1").stat().st_mode) == folder_mode
+    assert stat.S_IMODE((tmp_path / "users").stat().st_mode) == 0o750  # not ours: untouched
+
+
+def test_a_document_written_or_moved_over_another_keeps_its_mode(tmp_path):
+    storage = FilesystemStorage(tmp_path)
+    for key in ("users/u1/pdfs/a.pdf", "users/u1/pdfs/b.pdf"):
+        storage.write(key, [b"old"])
+        os.chmod(tmp_path / key, 0o640)
+    storage.write("users/u1/pdfs/a.pdf", [b"new"])
+    storage.write(".staged/b.pdf", [b"new"])
+    storage.promote(".staged/b.pdf", "users/u1/pdfs/b.pdf")
+    for name in ("a.pdf", "b.pdf"):
+        path = tmp_path / "users/u1/pdfs" / name
+        assert (path.read_bytes(), stat.S_IMODE(path.stat().st_mode)) == (b"new", 0o640)
 
 
 def test_writes_that_a_sync_follows(storage):

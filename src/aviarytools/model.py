@@ -28,6 +28,9 @@ class Column:
     max_length: int | None = None  # characters, where the database enforces it
     int_bits: int = 64
     default_sql: str | None = None  # the column's DEFAULT, as SQL text
+    declared: str | None = None  # the SQL type the database declares, for the reader
+    # A default recorded in an archive that has no portable form (declared.py): never executed.
+    source_default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class Table:
     primary_key: tuple[str, ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
-    indexes: tuple[tuple[str, ...], ...] = field(default=())
+    indexes: tuple[tuple[str, ...], ...] = field(default=())  # plain (not unique) indexes
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -20,6 +20,9 @@ from .rowinput import RowSource
 from .values import coercer, describe
 
 Warn = Callable[[str], None]
+# Told of every key of a row that is not a column: (where, key, value).  Without one,
+# such keys are dropped with a warning (or refused with strict), as load-table does.
+UnknownKey = Callable[[str, str, object], None]
 
 
 def _ignore(message: str) -> None:
@@ -59,9 +62,9 @@ class RowConverter:
     values, or after `use(stage)` the stage's own form (Stage.field)."""
 
     def __init__(self, db: Database, table: Table, where: Callable[[int], str], *,
-                 strict: bool = False, warn: Warn = _ignore):
+                 strict: bool = False, warn: Warn = _ignore, on_unknown: "UnknownKey | None" = None):
         self.db, self.table, self.where = db, table, where
-        self.strict, self.warn = strict, warn
+        self.strict, self.warn, self.on_unknown = strict, warn, on_unknown
         self.known = frozenset(table.column_names)
         self.warned: set[str] = set()
         # Evaluated now: once a COPY is under way the connection runs nothing else.
@@ -130,6 +133,9 @@ class RowConverter:
 
     def _unknown(self, position: int, row: dict) -> None:
         for key in row.keys() - self.known:
+            if self.on_unknown is not None:
+                self.on_unknown(self.where(position), key, row[key])
+                continue
             if self.strict:
                 raise InputError(
                     f"{self.where(position)}, column {key}: no such column in table {self.table.name}"
@@ -152,14 +158,14 @@ class LoadResult:
 def stage_rows(db: Database, table_name: str, source: RowSource, *,
                user_ids: tuple[str, ...] | None = None, strict: bool = False,
                warn: Warn = _ignore, rows: Iterable | None = None,
-               append: bool = False) -> tuple[Stage, LoadResult]:
+               append: bool = False, on_unknown: UnknownKey | None = None) -> tuple[Stage, LoadResult]:
     """Coerce every row of `source` by the live table's columns and stage it.
 
     `append` (inside a transaction, for --mode append without --user): where
     the database can, the rows go straight into the table instead
     (`stage.applied`), errors still naming their input line."""
     table = db.table(table_name)
-    convert = RowConverter(db, table, source.where, strict=strict, warn=warn)
+    convert = RowConverter(db, table, source.where, strict=strict, warn=warn, on_unknown=on_unknown)
     stage = (append and db.append_stage(table, source.where)) or db.stage(table, source.where)
     convert.use(stage)
     result = LoadResult(table_name)

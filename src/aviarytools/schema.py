@@ -37,6 +37,7 @@ USERS = Table(
         _c("default_rmdir", T, default="'/'"),
         _c("folder_refresh_percent", I, default="0"),
         _c("coverpage_setting", T),
+        _c("contrast_setting", T, default="'none'"),
         _c("conflict_resolution", T, default="'abort'"),
         _c("folder_depth_limit", I, default="0"),
         _c("folder_exclusion_list", T),

@@ -5,12 +5,20 @@ from typing import BinaryIO, Iterator
 
 import ijson
 
-from .. import schema, timestamps
+from .. import declared, schema, timestamps
 from ..errors import ArchiveError, InputError
 from ..rowinput import ijson_reason
 from ..values import _generic, coerce, encode
+from ..model import Table
 from . import layout
 from .reading import HashedContent, buffered, members, read_metadata
+
+
+def archived_tables(metadata: dict) -> dict[str, Table]:
+    """The tables an archive declares (metadata.json's aviarytools.schema; none in Aviary's own)."""
+    ours = metadata.get("aviarytools")
+    return declared.tables_from_json(ours.get("schema") if isinstance(ours, dict) else None,
+                                     f"{layout.METADATA}: aviarytools.schema")
 
 
 def listing(stream: BinaryIO, source: str = "-") -> Iterator[dict]:
@@ -43,9 +51,9 @@ def member_chunks(stream: BinaryIO, name: str, source: str = "-") -> Iterator[by
     raise ArchiveError(f"{name}: no such member in the archive")
 
 
-def canonical_line(table: str, row: dict) -> bytes:
-    """An archive row in canonical form (as dump-table prints it), by Aviary's schema."""
-    model = schema.BY_NAME.get(table)
+def canonical_line(model: Table | None, row: dict) -> bytes:
+    """An archive row in canonical form (as dump-table prints it), values encoded by the
+    kinds of `model`'s columns (keys it does not know as JSON gives them)."""
     parts = []
     known = set()
     for column in model.columns if model else ():
@@ -67,7 +75,10 @@ def table_rows(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes
     entry = layout.classify(name)
     if entry.kind != "table":
         raise ArchiveError(f"{name}: --ndjson needs a database/<table>.json member")
+    model = schema.BY_NAME.get(entry.table)
     for member in members(stream, source):
+        if member.name == layout.METADATA:
+            model = declared.union(model, archived_tables(read_metadata(member)[0]).get(entry.table))
         if member.name == name:
             reader = buffered(HashedContent(member))
             if reader.peek(1).lstrip()[:1] == b"n":
@@ -77,7 +88,7 @@ def table_rows(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes
                     if not isinstance(row, dict):
                         raise InputError(f"{name}: item {number}: not a JSON object")
                     try:
-                        yield canonical_line(entry.table, row)
+                        yield canonical_line(model, row)
                     except InputError as e:
                         raise InputError(f"{name}: item {number}, {e}") from None
             except ijson.JSONError as e:

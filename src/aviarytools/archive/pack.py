@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import xxhash
 
-from .. import __version__, schema
+from .. import __version__, declared, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject
 from ..query import Query
@@ -125,17 +125,21 @@ def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> Listin
     return found
 
 
-def _of_snapshot_users(db: Database, files: Listing) -> tuple[Listing, dict[str, int]]:
+def snapshot_users(db: Database) -> list[str] | None:
+    """The id of every user in the snapshot, in key order; None without a users table."""
+    if "users" not in db.table_names():
+        return None
+    # bytes(): PostgreSQL's lines are memoryviews; closing(): a failure ends the COPY.
+    with closing(db.rows(db.table("users"), Query(columns=("id",)))) as lines:
+        return [json.loads(bytes(line))["id"] for line in lines]
+
+
+def _of_snapshot_users(known: set[str], files: Listing) -> tuple[Listing, dict[str, int]]:
     """The documents whose user is in the snapshot, and per other user how many were left out.
 
     A user created after the snapshot (or deleted long ago) would make a folder
     no row of users.json owns: not restorable, and a broken reference for verify.
     """
-    if "users" not in db.table_names():
-        return files, {}
-    # bytes(): PostgreSQL's lines are memoryviews; closing(): a failure ends the COPY.
-    with closing(db.rows(db.table("users"), Query(columns=("id",)))) as lines:
-        known = {json.loads(bytes(line))["id"] for line in lines}
     kept, userless = Listing(), {}
     for info in files:
         user_id = info.key.split("/", 2)[1]
@@ -146,14 +150,26 @@ def _of_snapshot_users(db: Database, files: Listing) -> tuple[Listing, dict[str,
     return kept, userless
 
 
+def exported_users(options: PackOptions, users: list[str] | None, files: Listing) -> list[str] | None:
+    """metadata.json's users_exported, as Aviary writes it: the users whose files the
+    archive holds (all of them for a full pack), None only when files are left out."""
+    if not options.include_files:
+        return None
+    if options.user_ids is not None:
+        return sorted(options.user_ids)
+    if users is not None:
+        return users
+    return sorted({info.key.split("/", 2)[1] for info in files})  # no database: the folders' users
+
+
 def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
-                   files: Listing, now_ns: int) -> dict:
+                   files: Listing, now_ns: int, users: list[str] | None = None) -> dict:
     return {
         "aviary_version": f"aviarytools-{__version__}",
         "git_commit": "",
         "export_timestamp": to_rfc3339(now_ns - now_ns % NS_PER_SECOND),
         "database_type": db.dialect,
-        "users_exported": list(options.user_ids) if options.user_ids is not None else None,
+        "users_exported": exported_users(options, users, files),
         "total_documents": len(files),
         "total_size_bytes": files.bytes,
         "exported_tables": sorted(counts),
@@ -166,6 +182,8 @@ def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
             "users_only": options.user_ids is not None,
             "database": options.include_db,
             "files": options.include_files,
+            # Each table as the source declares it: a restore creates what it lacks from it.
+            "schema": {name: declared.table_to_json(db.table(name), db.dialect) for name in counts},
         },
     }
 
@@ -207,10 +225,11 @@ def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOpti
         queries = {n: table_query(n, options) for n in names}
         measured = {n: measure_table(db, n, queries[n]) for n in names}
         files = list_documents(storage, options.user_ids) if options.include_files and storage else Listing()
-        if names:
-            files, summary.userless = _of_snapshot_users(db, files)
+        users = snapshot_users(db) if names else None
+        if users is not None:
+            files, summary.userless = _of_snapshot_users(set(users), files)
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
-        metadata = build_metadata(db, options, summary.table_rows, files, now_ns)
+        metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users)
 
         writer = TarWriter(out)
         writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)

@@ -11,7 +11,7 @@ from ..spill import SpillList, compare_digests
 from ..tar import Member, open_input, read_members
 from . import layout
 
-MAX_METADATA_BYTES = 1 << 20
+MAX_METADATA_BYTES = 16 << 20  # users_exported lists every user, the schema every column
 
 
 def members(stream: BinaryIO, source: str = "-") -> Iterator[Member]:

@@ -13,11 +13,12 @@ A failure before the commit rolls the database back and deletes the staged
 objects: the old database and every old object are as they were.
 """
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from .. import rows, schema
+from .. import declared, rows, schema
 from ..db import Database
 from ..errors import ArchiveError, AviaryError, InputError
 from ..query import quote_ident, quote_literal
@@ -26,6 +27,7 @@ from ..spill import HashSet, SpillList
 from ..storage import FilesystemStorage, Storage
 from ..tar import NameSet, member_name_problem
 from . import layout
+from .inspect import archived_tables
 from .reading import check_checksums, HashedContent, buffered, members, parse_checksum_member, read_metadata
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -41,6 +43,7 @@ class RestoreOptions:
     create_schema: bool = False
     dry_run: bool = False
     sync: bool = True  # wait for written documents to reach the disk (before the commit, and at the end)
+    accept_column_loss: bool = False  # archive columns the target tables lack are dropped, not refused
 
 
 @dataclass
@@ -66,22 +69,26 @@ class Restore:
         self.configs: list[tuple[str, str, str]] = []
         self.prefix = f".aviary-restore-{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
         self.archive_has_files = True
+        self.unknown_columns: dict[tuple[str, str], int] = {}  # (table, column) -> values dropped
 
     # -- the pass over the archive -------------------------------------------
 
     def run(self, stream: BinaryIO, source: str) -> RestoreSummary:
         use_db = self.db is not None and self.options.include_db
-        if isinstance(self.storage, FilesystemStorage) and not self.options.dry_run:
-            self.storage.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.storage is not None and not self.options.dry_run:
+            self.storage.ensure_root()
         try:
+            walk = members(stream, source)
+            metadata = self._metadata(walk)
             if use_db:
                 self.db._begin(write=True)
                 if self.options.create_schema:
-                    self.db.create_schema()
+                    self.db.create_schema(self._schema(metadata), warn=self.warn)
                 self.user_ids = self.db.user_ids(self.options.user_ids) if self.options.user_ids else None
             else:
                 self.user_ids = _canonical_ids(self.options.user_ids)
-            self._read(stream, source)
+            self._follow_metadata(metadata)
+            self._read(walk)
             check_checksums(self.checksums, self.digests)
             if use_db:
                 self._apply_configs()
@@ -116,18 +123,26 @@ class Restore:
             for column, count in result.rounded.items():
                 self.warn(f"{table}.{column}: {count} timestamp(s) rounded from nanoseconds to"
                           " microseconds (PostgreSQL keeps microseconds)")
+        self._report_unknown_columns()
         return self.summary
 
-    def _read(self, stream: BinaryIO, source: str) -> None:
-        walk = members(stream, source)
+    def _metadata(self, walk) -> dict:
         first = next(walk, None)
         if first is None:
             raise ArchiveError("empty archive")
         metadata, digest = read_metadata(first)
         self.digests.append((layout.METADATA, digest))
-        self._follow_metadata(metadata)
+        return metadata
+
+    def _schema(self, metadata: dict) -> list:
+        """The tables --create-schema makes where missing: Aviary's, each with the columns
+        the archive declares for it (a newer Aviary's among them)."""
+        archived = archived_tables(metadata)
+        return [declared.union(table, archived.get(table.name)) for table in schema.TABLES]
+
+    def _read(self, walk) -> None:
         names = NameSet()
-        names.add(first.name)
+        names.add(layout.METADATA)
         for member in walk:
             problem = member_name_problem(member)
             if problem:
@@ -185,8 +200,26 @@ class Restore:
         if not self._wanted_table(table):
             return
         source = RowSource(buffered(content), name)
-        stage, result = rows.stage_rows(self.db, table, source, user_ids=self.user_ids, warn=self.warn)
+        stage, result = rows.stage_rows(self.db, table, source, user_ids=self.user_ids, warn=self.warn,
+                                        on_unknown=functools.partial(self._unknown_column, table))
         self.stages[table] = (stage, result)
+
+    def _unknown_column(self, table: str, where: str, column: str, value) -> None:
+        """A key of an archived row that the target table has no column for: a value
+        there would be lost, so the restore stops (unless the loss was accepted)."""
+        if value is not None and not self.options.accept_column_loss:
+            raise InputError(
+                f"{where}: {table}.{column} holds values, but the target table has no column {column}:"
+                f" upgrade Aviary at the target (its migrations add the column), or accept the loss"
+                f" with --accept-column-loss")
+        key = (table, column)
+        self.unknown_columns[key] = self.unknown_columns.get(key, 0) + (value is not None)
+
+    def _report_unknown_columns(self) -> None:
+        for (table, column), values in sorted(self.unknown_columns.items()):
+            what = f"{values} value(s) dropped" if values else "dropped (the archive holds no value in it)"
+            self.warn(f"{table}.{column}: the target table has no such column: {what}"
+                      + (" (dry run)" if self.options.dry_run else ""))
 
     def _wanted_user(self, user_id: str) -> bool:
         return self.user_ids is None or user_id in self.user_ids

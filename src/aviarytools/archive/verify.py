@@ -10,7 +10,6 @@ duplicate keys are remembered as 64-bit hashes.
 
 import json
 import time
-from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import ijson
@@ -18,26 +17,13 @@ import xxhash
 
 from .. import schema
 from ..errors import ArchiveError
+from ..findings import Finding
 from ..rowinput import ijson_reason
 from ..spill import SpillList, compare_digests
 from ..tar import NameSet, member_name_problem
 from ..timestamps import NS_PER_SECOND, parse as parse_timestamp
 from . import layout
 from .reading import HashedContent, buffered, members, metadata_problems, parse_checksum_member, read_metadata
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    detail: str
-    member: str | None = None
-    severity: str = "problem"
-
-    def as_dict(self) -> dict:
-        return {"check": self.check, "severity": self.severity, "member": self.member, "detail": self.detail}
-
-    def __str__(self) -> str:
-        return f"{self.member}: {self.detail}" if self.member else self.detail
 
 
 class _Tally:

@@ -256,3 +256,35 @@ def progress_option(command):
 
 def input_name(stream) -> str:
     return "-" if stream is sys.stdin.buffer or getattr(stream, "name", "-") == "<stdin>" else stream.name
+
+
+def fail_on_option(command):
+    return click.option("--fail-on", type=click.Choice(["problem", "warning"]), default="problem",
+                        show_default=True,
+                        help="Exit 1 on a finding of this severity or worse.")(command)
+
+
+def report_findings(findings, as_json: bool) -> dict[str, int]:
+    """Print each finding (NDJSON on stdout, or one escaped line on stderr) as it comes;
+    the count of each severity."""
+    import json
+
+    from ..findings import RANK
+
+    counts = dict.fromkeys(RANK, 0)
+    out = stdout_binary()
+    for finding in findings:
+        counts[finding.severity] += 1
+        if as_json:
+            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
+            out.flush()
+        else:
+            click.echo(f"{command_name()}: {finding.line()}", err=True)
+    return counts
+
+
+def failing(counts: dict[str, int], fail_on: str) -> int:
+    """How many of the findings counted make the command exit 1."""
+    from ..findings import RANK
+
+    return sum(n for severity, n in counts.items() if RANK[severity] >= RANK[fail_on])

@@ -1,13 +1,12 @@
 """aviary doctor: check a live installation, or compare it with an archive."""
 
-import json
-
 import click
 
-from ..doctor import PROBLEM, check_installation, compare
+from ..doctor import check_installation, compare
+from ..findings import PROBLEM, WARNING
 from ..progress import CountingReader, Progress
-from .common import closing, db_option, input_name, open_db, open_storage, progress_option, \
-    stdout_binary, storage_options, user_option
+from .common import closing, db_option, fail_on_option, failing, input_name, open_db, open_storage, \
+    progress_option, report_findings, storage_options, user_option
 
 
 @click.command("doctor")
@@ -18,16 +17,18 @@ from .common import closing, db_option, input_name, open_db, open_storage, progr
               help="Compare the installation with ARCHIVE (a path, or - for stdin; plain or gzip).")
 @user_option
 @click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
+@fail_on_option
 @progress_option
 def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, deep, archive, users, as_json,
-            progress):
+            fail_on, progress):
     """Check the live database and documents; exit 0 healthy, 1 problems.
 
-    Database: SQLite's integrity and foreign key checks, rows naming no user,
-    duplicates in unique columns.  Storage: users/<x>/ folders that are no
-    user's, objects outside users/<uuid>/pdfs/, empty documents; with --deep
-    every object is read.  Expired sessions and API keys and each user's
-    documents are reported as information.
+    Problems (data lost or a reference broken): SQLite's integrity and
+    foreign key checks, rows naming no user, duplicates in unique columns,
+    unreadable objects; with --deep every object is read.  Warnings (odd but
+    working; exit 0 unless --fail-on warning): users/<x>/ folders that are no
+    user's, objects outside users/<uuid>/pdfs/, empty documents, links.
+    Expired sessions and API keys and each user's documents are information.
 
     With --against ARCHIVE (after a restore) the installation is compared
     with the archive instead, in one pass: every row equal, every document
@@ -50,24 +51,10 @@ def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, deep, ar
                                tuple(users) or None)
         else:
             findings = check_installation(db, storage, deep=deep, progress=meter if deep else None)
-        problems = report(findings, as_json)
+        counts = report_findings(findings, as_json)
     meter.done()
-    click.echo(f"aviary doctor: {problems} problem(s) found" if problems else "aviary doctor: no problems found",
-               err=True)
-    if problems:
+    problems, warnings = counts[PROBLEM], counts[WARNING]
+    verdict = f"{problems} problem(s) found" if problems else "no problems found"
+    click.echo(f"aviary doctor: {verdict}" + (f", {warnings} warning(s)" if warnings else ""), err=True)
+    if failing(counts, fail_on):
         raise SystemExit(1)
-
-
-def report(findings, as_json: bool) -> int:
-    """Print the findings (human lines on stderr, or NDJSON on stdout); returns the problems."""
-    problems = 0
-    out = stdout_binary()
-    for finding in findings:
-        if finding.severity == PROBLEM:
-            problems += 1
-        if as_json:
-            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
-            out.flush()
-        else:
-            click.echo(f"aviary doctor: {finding.severity}: {finding}", err=True)
-    return problems

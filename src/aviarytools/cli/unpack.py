@@ -25,9 +25,12 @@ from .common import archive_argument, closing, comma_list, db_option, info, inpu
 @click.option("--dry-run", is_flag=True, help="Check everything against the target, report, write nothing.")
 @click.option("--no-sync", is_flag=True,
               help="Do not wait for restored documents to reach the disk (faster; unsafe if the machine crashes).")
+@click.option("--accept-column-loss", is_flag=True,
+              help="Restore into tables that lack some of the archive's columns, dropping those "
+              "columns' values (each is named); without it such a restore stops before writing.")
 @progress_option
 def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, mode,
-            tables, no_db, no_files, create_schema, dry_run, no_sync, progress):
+            tables, no_db, no_files, create_schema, dry_run, no_sync, accept_column_loss, progress):
     """Restore ARCHIVE (default: stdin; plain or gzip) into a database and storage.
 
     The database part is one transaction: any bad row, corrupt member or
@@ -45,7 +48,7 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
     source = input_name(archive)
     if directory:
         _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
-                                dry_run, no_sync, mode)
+                                dry_run, no_sync, accept_column_loss, mode)
         summary = extract(stream, source, directory)
         meter.done()
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
@@ -53,7 +56,7 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
     from ..archive.restore import RestoreOptions, restore  # here: -C DIR does without the database layer
 
     options = RestoreOptions(mode, tuple(users) if users else None, _tables(tables), not no_db,
-                             not no_files, create_schema, dry_run, not no_sync)
+                             not no_files, create_schema, dry_run, not no_sync, accept_column_loss)
     storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
     db = None if no_db else _open_target(db_url, create_schema, dry_run)
     with closing(db) if db else _nothing():
@@ -81,11 +84,12 @@ def _open_target(db_url, create_schema, dry_run):
 
 
 def _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
-                            dry_run, no_sync, mode) -> None:
+                            dry_run, no_sync, accept_column_loss, mode) -> None:
     given = [name for name, value in (("--db", db_url), ("--storage", storage_url), ("--user", users),
                                       ("--tables", tables), ("--no-db", no_db), ("--no-files", no_files),
                                       ("--create-schema", create_schema), ("--dry-run", dry_run),
-                                      ("--no-sync", no_sync), ("--mode", mode != "replace")) if value]
+                                      ("--no-sync", no_sync), ("--accept-column-loss", accept_column_loss),
+                                      ("--mode", mode != "replace")) if value]
     if given:
         raise click.UsageError(f"-C DIR extracts files: {', '.join(given)} only apply to a restore")
 

@@ -1,14 +1,13 @@
 """aviary verify: check an archive in one streaming pass."""
 
-import json
 import re
 
 import click
 
-from .. import errors
 from ..archive.verify import verify
+from ..findings import PROBLEM
 from ..progress import CountingReader, Progress
-from .common import archive_argument, input_name, progress_option, stdout_binary
+from .common import archive_argument, failing, input_name, progress_option, report_findings
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -43,20 +42,11 @@ def command(archive, as_json, max_age, progress):
     """
     limit = parse_duration(max_age)
     meter = Progress("verify", progress)
-    problems = 0
-    out = stdout_binary()
-    for finding in verify(CountingReader(archive, meter), input_name(archive), limit):
-        if finding.severity == "problem":
-            problems += 1
-        if as_json:
-            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
-        else:
-            note = "" if finding.severity == "problem" else "note: "
-            click.echo(f"aviary verify: {note}{errors.message(str(finding))}", err=True)
-    out.flush()
+    counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit), as_json)
     meter.done()
+    problems = counts[PROBLEM]
     if not as_json or problems:
         click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
                    if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
-    if problems:
+    if failing(counts, PROBLEM):
         raise SystemExit(1)

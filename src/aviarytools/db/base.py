@@ -426,29 +426,45 @@ class Database(ABC):
     @abstractmethod
     def column_type_sql(self, column: Column) -> str: ...
 
-    def create_schema(self, tables=schema.TABLES) -> list[str]:
-        """Create Aviary's tables and indexes where missing; returns tables created."""
+    def create_schema(self, tables=schema.TABLES, warn: Callable[[str], None] | None = None) -> list[str]:
+        """Create the tables (Aviary's by default) where missing, and their indexes
+        where missing; returns the tables created.  A table that exists is left as
+        it is: only indexes on columns it has are added."""
         existing = set(self.table_names())
         created = []
         for table in tables:
-            if table.name not in existing:
+            if table.name in existing:
+                have = set(self.table(table.name).column_names)
+                table = Table(table.name, (), unique=tuple(u for u in table.unique if set(u) <= have),
+                              indexes=tuple(i for i in table.indexes if set(i) <= have))
+            else:
                 created.append(table.name)
-            for statement in self.schema_statements(table):
+                self.execute(self.create_table_sql(table))
+                for column in table.columns:
+                    if column.source_default and not column.default_sql and warn:
+                        warn(f"{table.name}.{column.name}: the archive's default {column.source_default}"
+                             " has no portable form: created without a default")
+            for statement in self.index_statements(table):
                 self.execute(statement)
         self._tables.clear()
         return created
 
-    def schema_statements(self, table: Table) -> list[str]:
+    def create_table_sql(self, table: Table) -> str:
         parts = [self._column_ddl(c) for c in table.columns]
-        parts.append(f"PRIMARY KEY ({', '.join(q(c) for c in table.primary_key)})")
+        if table.primary_key:
+            parts.append(f"PRIMARY KEY ({', '.join(q(c) for c in table.primary_key)})")
         for fk in table.foreign_keys:
             parts.append(
-                f"CONSTRAINT {q('fk_' + table.name + '_' + fk.columns[0].removesuffix('_id'))}"
+                f"CONSTRAINT {q('fk_' + table.name + '_' + '_'.join(c.removesuffix('_id') for c in fk.columns))}"
                 f" FOREIGN KEY ({', '.join(q(c) for c in fk.columns)})"
                 f" REFERENCES {q(fk.parent)} ({', '.join(q(c) for c in fk.parent_columns)})"
                 + (" ON DELETE CASCADE" if fk.on_delete_cascade else "")
             )
-        statements = [f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({', '.join(parts)})"]
+        return f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({', '.join(parts)})"
+
+    @staticmethod
+    def index_statements(table: Table) -> list[str]:
+        statements = []
         for unique, columns in [(True, c) for c in table.unique] + [(False, c) for c in table.indexes]:
             name = "idx_" + table.name + "_" + "_".join(columns)
             statements.append(

@@ -368,7 +368,7 @@ class PostgresDatabase(Database):
     def _introspect(self, name: str) -> Table | None:
         rows = self.execute(
             "SELECT a.attname, t.typname, a.attnotnull, pg_get_expr(d.adbin, d.adrelid),"
-            " a.atttypmod FROM pg_attribute a"
+            " a.atttypmod, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " JOIN pg_type t ON t.oid = a.atttypid"
@@ -380,7 +380,7 @@ class PostgresDatabase(Database):
         if not rows:
             return None
         columns = []
-        for col, typname, notnull, default, typmod in rows:
+        for col, typname, notnull, default, typmod, declared in rows:
             self._pg_types[(name, col)] = typname
             kind = _KIND_OF_TYPE.get(typname) or known_kind(name, col) or Kind.TEXT
             if typname in _NATIVE_TEXT and kind is not Kind.UUID:
@@ -393,6 +393,7 @@ class PostgresDatabase(Database):
                     max_length=typmod - 4 if typname in ("varchar", "bpchar") and typmod > 4 else None,
                     int_bits=_INT_BITS.get(typname, 64),
                     default_sql=default,
+                    declared=declared,
                 )
             )
         return Table(name, tuple(columns), *self._keys(name))
@@ -405,12 +406,13 @@ class PostgresDatabase(Database):
             f" WHERE i.indrelid = {relation}::regclass AND i.indisprimary"
             " ORDER BY array_position(i.indkey::int2[], a.attnum)"
         )
-        unique = self.execute(
-            "SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))"
+        # Indexes on columns (not expressions): unique ones first, then plain ones.
+        indexes = self.execute(
+            "SELECT i.indisunique, array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))"
             " FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
             " AND a.attnum = ANY(i.indkey)"
-            f" WHERE i.indrelid = {relation}::regclass AND i.indisunique AND NOT i.indisprimary"
-            " GROUP BY i.indexrelid ORDER BY 1"
+            f" WHERE i.indrelid = {relation}::regclass AND NOT i.indisprimary AND 0 <> ALL(i.indkey)"
+            " GROUP BY i.indexrelid, i.indisunique ORDER BY 1 DESC, 2"
         )
         fks = self.execute(
             "SELECT (SELECT array_agg(attname ORDER BY k.n) FROM unnest(c.conkey) WITH ORDINALITY"
@@ -428,7 +430,8 @@ class PostgresDatabase(Database):
                 ForeignKey(tuple(cols), parent.strip('"'), tuple(pcols), cascade)
                 for cols, parent, pcols, cascade in fks
             ),
-            tuple(tuple(r[0]) for r in unique),
+            tuple(tuple(columns) for unique, columns in indexes if unique),
+            tuple(tuple(columns) for unique, columns in indexes if not unique),
         )
 
     # -- reading -------------------------------------------------------------
@@ -653,6 +656,8 @@ class PostgresDatabase(Database):
     def column_type_sql(self, column: Column) -> str:
         if column.kind is Kind.TEXT and column.max_length:
             return f"varchar({column.max_length})"
+        if column.kind is Kind.INT and column.int_bits < 64:
+            return "smallint" if column.int_bits <= 16 else "integer"
         return _TYPES[column.kind]
 
 

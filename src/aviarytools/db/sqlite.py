@@ -5,7 +5,7 @@ import os
 import sqlite3
 from typing import Callable, Iterator
 
-from .. import timestamps
+from .. import ownership, timestamps
 from ..errors import DatabaseError, InputError
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q
@@ -211,6 +211,23 @@ class SQLiteAppend(Stage):
         )
 
 
+def _create_file(path: str) -> None:
+    """A new, empty database file: private from the start (it will hold password and
+    key hashes), and, made by root, owned by its folder's owner, so that an Aviary
+    running as that user can open it; a folder made for it is given to that owner too."""
+    folder = os.path.dirname(os.path.abspath(path))
+    owner = ownership.inherited_owner(folder)
+    try:
+        ownership.make_folders(folder, owner)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            ownership.give(fd, owner)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise DatabaseError(f"{path}: {e.strerror or e}") from None
+
+
 class SQLiteDatabase(Database):
     dialect = "sqlite"
 
@@ -219,11 +236,8 @@ class SQLiteDatabase(Database):
         self.path = path
         if not create and not os.path.exists(path):
             raise DatabaseError(f"{path}: no such SQLite database")
-        if create and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         if create and path != ":memory:" and not os.path.exists(path):
-            # It will hold password and key hashes: private from the start.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            _create_file(path)
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA foreign_keys = ON")
@@ -271,11 +285,12 @@ class SQLiteDatabase(Database):
                 known_kind(name, col) or kind_from_declared_type(declared or ""),
                 nullable=not notnull and not pk,
                 default_sql=default,
+                declared=declared or None,
             )
             for _, col, declared, notnull, default, pk in info
         )
         primary_key = tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
-        return Table(name, columns, primary_key, self._foreign_keys(name), self._unique(name))
+        return Table(name, columns, primary_key, self._foreign_keys(name), *self._indexes(name))
 
     def _foreign_keys(self, name: str) -> tuple[ForeignKey, ...]:
         groups: dict[int, list] = {}
@@ -293,13 +308,15 @@ class SQLiteDatabase(Database):
             for rows in groups.values()
         )
 
-    def _unique(self, name: str) -> tuple[tuple[str, ...], ...]:
-        result = []
-        for _, index, unique, origin, _ in self.execute(f"PRAGMA main.index_list({q(name)})"):
-            if unique and origin != "pk":
-                cols = self.execute(f"PRAGMA main.index_info({q(index)})")
-                result.append(tuple(c[2] for c in cols))
-        return tuple(result)
+    def _indexes(self, name: str) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+        """(unique column sets, plain indexes' column sets); expression indexes left out."""
+        unique, plain = [], []
+        for _, index, is_unique, origin, _ in self.execute(f"PRAGMA main.index_list({q(name)})"):
+            columns = tuple(c[2] for c in self.execute(f"PRAGMA main.index_info({q(index)})"))
+            if origin == "pk" or not columns or None in columns:
+                continue
+            (unique if is_unique else plain).append(columns)
+        return tuple(sorted(unique)), tuple(sorted(plain))
 
     # -- reading -------------------------------------------------------------
 

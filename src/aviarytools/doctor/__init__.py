@@ -15,10 +15,10 @@ from ..db import Database
 from ..storage import Storage
 from .against import compare
 from .database import check_database, document_rows, user_names
-from .findings import INFO, PROBLEM, Finding, info
+from ..findings import INFO, PROBLEM, WARNING, Finding, info
 from .storage import StorageTally, UserFiles, check_storage
 
-__all__ = ["INFO", "PROBLEM", "Finding", "check_installation", "compare"]
+__all__ = ["INFO", "PROBLEM", "WARNING", "Finding", "check_installation", "compare"]
 
 
 def check_installation(db: Database, storage: Storage | None, *, deep: bool = False,

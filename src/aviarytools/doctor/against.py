@@ -41,7 +41,7 @@ from ..rowinput import RowSource
 from ..spill import SpillList, compare_digests
 from ..storage import Storage
 from ..values import _uuid, coerce
-from .findings import LIMIT, Capped, Finding, info, problem, short
+from ..findings import LIMIT, Capped, Finding, info, problem, short
 from .storage import read_object
 
 WINDOW = 8  # documents whose live copy is being read while the archive moves on
@@ -251,7 +251,7 @@ class TableComparison:
             projected = {c: row[c] for c in self.order if c in row}
             if self.timestamps:
                 self._round(projected)
-            line = canonical_line(self.name, projected)
+            line = canonical_line(self.table, projected)
         except (InputError, ValueError) as err:
             self._report("archive-row", f"item {position}: {err}")
             return

@@ -13,7 +13,7 @@ from .. import schema, timestamps
 from ..db import Database
 from ..model import Table
 from ..query import Query, quote_ident as q
-from .findings import LIMIT, Capped, Finding, info, problem
+from ..findings import LIMIT, Capped, Finding, info, problem
 
 # Go's zero time (year 1, or year 0 once written with a positive offset) means "never set".
 _UNSET_BEFORE_NS = timestamps.parse("0002-01-01T00:00:00Z")

@@ -69,6 +69,10 @@ class Storage(ABC):
         False: nothing was moved; promote the objects one by one."""
         return False
 
+    def ensure_root(self) -> None:
+        """Make the storage's root where it does not exist yet (a folder), before a restore
+        writes into it."""
+
     def sync(self) -> None:
         """Make every write, promotion and deletion so far durable.
 

@@ -1,4 +1,10 @@
-"""Documents as files under a root folder (Aviary's STORAGE_BACKEND=filesystem)."""
+"""Documents as files under a root folder (Aviary's STORAGE_BACKEND=filesystem).
+
+What this writes is a live installation's: folders 0755 and files 0644 (less
+the umask) as Aviary makes them, and, run as root, owned by the root
+folder's owner (ownership.py); a file that replaces another keeps that
+file's owner and mode.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import stat as stat_module
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from .. import ownership
 from ..errors import StorageError
 from .base import CHUNK_SIZE, ObjectInfo, Storage
 
@@ -64,6 +71,18 @@ class FilesystemStorage(Storage):
         self.root = Path(root).absolute()
         self.url = str(self.root)
         self._root = self.url  # for paths built as strings: pathlib costs more than the syscall
+        self._owner: ownership.Owner | None = None  # what new files and folders get, as root
+        self._owner_known = False
+
+    def ensure_root(self) -> None:
+        with self._translated(None):
+            ownership.make_folders(self._root, ownership.inherited_owner(self._root))
+
+    def _new_owner(self) -> ownership.Owner | None:
+        if not self._owner_known:
+            self._owner = ownership.inherited_owner(self._root)
+            self._owner_known = os.path.isdir(self._root)  # a root made later has its own owner
+        return self._owner
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
@@ -136,8 +155,9 @@ class FilesystemStorage(Storage):
             try:
                 written = write_all(fd, chunks, lambda err: self._os_error(key, err))
                 self.check_size(key, size, written)
-                if sync_follows:
-                    with self._translated(key):
+                with self._translated(key):
+                    self._take_place_of(path, fd)
+                    if sync_follows:
                         start_writeback(fd)
             finally:
                 os.close(fd)
@@ -152,12 +172,29 @@ class FilesystemStorage(Storage):
     def promote(self, staged_key: str, key: str) -> None:
         source, path = self._path(staged_key), self._path(key)
         with self._translated(key):
+            self._take_place_of(path, source)
             try:
                 os.replace(source, path)
             except FileNotFoundError:  # its folder is new (or the staged file is gone: raised again)
                 self._make_dirs(os.path.dirname(path))
                 os.replace(source, path)
             self._remove_empty_folders(os.path.dirname(source))
+
+    def _take_place_of(self, path: str, new: str | int) -> None:
+        """`new` (a path or an open file) is about to replace `path`: it keeps the
+        owner and mode of the file there, if any (new files already have the root's)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if not stat_module.S_ISREG(st.st_mode):
+            return
+        if isinstance(new, int):
+            os.fchmod(new, stat_module.S_IMODE(st.st_mode))
+        else:
+            os.chmod(new, stat_module.S_IMODE(st.st_mode), follow_symlinks=False)
+        if os.geteuid() == 0:
+            ownership.give(new, (st.st_uid, st.st_gid))
 
     def promote_folder(self, staged_prefix: str, prefix: str) -> bool:
         source, path = self._path(staged_prefix.rstrip("/")), self._path(prefix.rstrip("/"))
@@ -242,32 +279,28 @@ class FilesystemStorage(Storage):
         return os.path.join(self._root, key)
 
     def _create_temp(self, folder: str, made: list[str]) -> tuple[int, str]:
-        """A new file (0600) to fill in `folder`, made with its parents if missing."""
+        """A new file to fill in `folder`, made with its parents if missing."""
         try:
             return self._open_temp(folder)
         except FileNotFoundError:
             self._make_dirs(folder, made)
             return self._open_temp(folder)
 
-    @staticmethod
-    def _open_temp(folder: str) -> tuple[int, str]:
+    def _open_temp(self, folder: str) -> tuple[int, str]:
         temp = os.path.join(folder, f"{TEMP_PREFIX}{os.urandom(8).hex()}")  # as secrets.token_hex
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)  # whatever the umask
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     ownership.FILE_MODE)
+        try:
+            ownership.give(fd, self._new_owner())
+        except OSError:
+            os.close(fd)
+            os.unlink(temp)
+            raise
         return fd, temp
 
     def _make_dirs(self, folder: str, made: list[str] | None = None) -> None:
-        """Make `folder` and its missing parents (0700), noting in `made` those made here."""
-        if os.path.isdir(folder):
-            return
-        self._make_dirs(os.path.dirname(folder), made)
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:  # made by a concurrent writer
-            return
-        if made is not None:
-            made.append(folder)
-        os.chmod(folder, 0o700)  # whatever the umask
+        """Make `folder` and its missing parents, noting in `made` those made here."""
+        ownership.make_folders(folder, self._new_owner(), made)
 
     @staticmethod
     def _remove_made(made: list[str]) -> None:

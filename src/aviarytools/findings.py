@@ -1,9 +1,24 @@
-"""What doctor reports: findings, each a problem or information."""
+"""What the checking commands report: findings, each a problem, a warning or information.
+
+One shape for `verify` and `doctor` alike, in JSON (`as_dict`) and as a human
+line (`line`): a finding's subject is a member name or a storage key, which
+may hold a newline or an escape sequence, so the line goes through
+errors.message like every message we print.
+
+- problem: data lost or a reference broken; the command exits 1.
+- warning: odd but working (a zero-byte document); exit 1 only with
+  `--fail-on warning`.
+- info: what the reader may like to know (counts, expiries).
+"""
 
 from dataclasses import dataclass
 
+from .errors import message
+
 PROBLEM = "problem"
+WARNING = "warning"
 INFO = "info"
+RANK = {INFO: 0, WARNING: 1, PROBLEM: 2}
 
 # Findings listed per check and table (or folder); the rest are counted.
 LIMIT = 100
@@ -23,9 +38,21 @@ class Finding:
     def __str__(self) -> str:
         return f"{self.check}: {self.subject}: {self.detail}" if self.subject else f"{self.check}: {self.detail}"
 
+    def line(self) -> str:
+        """The finding as one printable line, secrets redacted."""
+        return message(f"{self.severity}: {self}")
+
+    def fails(self, threshold: str) -> bool:
+        """Whether this finding makes a command with `--fail-on threshold` exit 1."""
+        return RANK[self.severity] >= RANK[threshold]
+
 
 def problem(check: str, detail: str, subject: str | None = None) -> Finding:
     return Finding(check, detail, subject, PROBLEM)
+
+
+def warning(check: str, detail: str, subject: str | None = None) -> Finding:
+    return Finding(check, detail, subject, WARNING)
 
 
 def info(check: str, detail: str, subject: str | None = None) -> Finding:
@@ -35,8 +62,8 @@ def info(check: str, detail: str, subject: str | None = None) -> Finding:
 class Capped:
     """Lists the first LIMIT findings of one check and subject, counts the rest."""
 
-    def __init__(self, check: str, subject: str | None = None, limit: int = LIMIT):
-        self.check, self.subject, self.limit = check, subject, limit
+    def __init__(self, check: str, subject: str | None = None, limit: int = LIMIT, severity: str = PROBLEM):
+        self.check, self.subject, self.limit, self.severity = check, subject, limit, severity
         self.count = 0
 
     def offer(self, detail: str, subject: str | None = None) -> Finding | None:
@@ -44,14 +71,14 @@ class Capped:
         self.count += 1
         if self.count > self.limit:
             return None
-        return problem(self.check, detail, subject or self.subject)
+        return Finding(self.check, detail, subject or self.subject, self.severity)
 
     def rest(self) -> Finding | None:
         """One finding for those not listed, if any."""
         if self.count <= self.limit:
             return None
-        return problem(self.check, f"... and {self.count - self.limit} more (only the first "
-                       f"{self.limit} are listed)", self.subject)
+        return Finding(self.check, f"... and {self.count - self.limit} more (only the first "
+                       f"{self.limit} are listed)", self.subject, self.severity)
 
 
 def short(value, width: int = 60) -> str:
