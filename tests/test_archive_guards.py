@@ -1,8 +1,8 @@
 """What an archive says it holds bounds what a restore may remove."""
 
 import io
+import os
 import subprocess
-import sys
 import tarfile
 
 from archive_helpers import installation, objects, state
@@ -29,7 +29,9 @@ def test_a_per_user_archive_restores_only_its_users_even_without_user(tmp_path):
 
 def test_an_archive_without_documents_removes_no_document(tmp_path):
     url, folder = _live(tmp_path)
-    documents = lambda: {k: v for k, v in objects(folder).items() if k.startswith("users/")}
+    def documents():
+        return {k: v for k, v in objects(folder).items() if k.startswith("users/")}
+
     before = documents()
     archive = ok("pack", "--db", url, "--storage", folder, "--no-files")
     result = aviary("unpack", "--db", url, "--storage", folder, input=archive)
@@ -62,6 +64,9 @@ def test_extract_refuses_restore_options_and_unknown_tables(tmp_path):
 
 def test_a_pack_cut_short_by_its_reader_fails(tmp_path):
     url, folder = _live(tmp_path)
+    # More than the pipe holds (pack widens it to 1 MiB), so the cut is certain to be seen.
+    user = next((folder / "users").iterdir())
+    (user / "pdfs" / "large.pdf").write_bytes(os.urandom(4 << 20))
     cmd = [*AVIARY, "pack", "--db", url, "--storage", str(folder)]
     run = subprocess.run(f"set -o pipefail; {' '.join(map(repr, cmd))} | head -c 1000 > /dev/null",
                          shell=True, executable="/bin/bash", capture_output=True)

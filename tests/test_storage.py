@@ -23,14 +23,23 @@ def s3_options(server):
                 s3_access_key=server.access_key, s3_secret_key=server.secret_key)
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+def a_folder(request, tmp_path):
+    return open_storage(str(tmp_path))
+
+
+def a_bucket(request, tmp_path):
+    server = request.getfixturevalue("s3_server")
+    return open_storage(f"s3://{request.getfixturevalue('s3_bucket')}", **s3_options(server))
+
+
+# The shared suite: every test taking `storage` runs against each backend here.  A new
+# backend (storage/<name>.py, named in storage.SCHEMES) adds its maker, on a real server.
+BACKENDS = {"filesystem": a_folder, "s3": a_bucket}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
 def storage(request, tmp_path):
-    if request.param == "filesystem":
-        store = open_storage(str(tmp_path))
-    else:
-        server = request.getfixturevalue("s3_server")
-        bucket = request.getfixturevalue("s3_bucket")
-        store = open_storage(f"s3://{bucket}", **s3_options(server))
+    store = BACKENDS[request.param](request, tmp_path)
     yield store
     store.close()
 
@@ -165,6 +174,25 @@ def leftovers(storage):
         return [name for _, _, names in os.walk(storage.root) for name in names
                 if name.startswith(".aviary-tmp-")]
     return storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
+
+
+def test_what_a_backend_declares_it_can_do_it_does(storage):
+    body = b"%PDF-1.7 declared"
+    storage.write("users/u1/pdfs/a.pdf", [body], len(body))
+    can = storage.capabilities
+    assert can.connections >= 1 and can.batch_delete >= 1
+    assert storage.exists()
+    if can.reads_into:
+        assert b"".join(bytes(v) for v in storage.read_into("users/u1/pdfs/a.pdf", bytearray(4))) == body
+    if can.md5_etags:
+        assert storage.stat("users/u1/pdfs/a.pdf").etag == hashlib.md5(body).hexdigest()
+    storage.write(".staged/users/u2/pdfs/b.pdf", [body], len(body))
+    if can.moves_folders:
+        assert storage.promote_folder(".staged/users/u2/", "users/u2/")
+    else:
+        storage.promote(".staged/users/u2/pdfs/b.pdf", "users/u2/pdfs/b.pdf")
+    assert keys(storage) == ["users/u1/pdfs/a.pdf", "users/u2/pdfs/b.pdf"]
+    assert list(storage.irregular_entries(lambda key: False)) == []
 
 
 # --- a folder ------------------------------------------------------------------------------

@@ -1,13 +1,11 @@
 """dump-table and load-table between SQLite and PostgreSQL: byte-identical rows."""
 
-import io
 import json
 import subprocess
 import sys
 
 import pytest
 
-from aviarytools import sample
 from helpers import DATA_TABLES, aviary, dump_all, make_db, ndjson, ok
 
 
@@ -155,7 +153,9 @@ def test_modes(engine, tmp_path, pg_url):
     a = {"key": "a", "value": "1"}
     b = {"key": "b", "value": "2"}
     ok("load-table", "system_settings", "--db", url, input=ndjson(a, b))
-    values = lambda: {json.loads(x)["key"]: json.loads(x)["value"] for x in ok("dump-table", "system_settings", "--db", url).splitlines()}
+    def values():
+        dumped = ok("dump-table", "system_settings", "--db", url).splitlines()
+        return {json.loads(x)["key"]: json.loads(x)["value"] for x in dumped}
 
     ok("load-table", "system_settings", "--db", url, "--mode", "skip", input=ndjson({"key": "a", "value": "new"}, {"key": "c", "value": "3"}))
     assert values() == {"a": "1", "b": "2", "c": "3"}

@@ -87,11 +87,11 @@ class RowConverter:
         to `_checked`, which says which column and why."""
         bound: dict[str, object] = {"null": self._null, "refuse": _refuse_null, "str": str}
         items = []
-        for i, ((name, default, field), column) in enumerate(zip(self._fields, self.table.columns)):
-            bound[f"f{i}"], bound[f"d{i}"] = field, default
+        for i, ((name, default, coerce), column) in enumerate(zip(self._fields, self.table.columns)):
+            bound[f"f{i}"], bound[f"d{i}"] = coerce, default
             value = f"f{i}(v)"
-            if getattr(field, "plain", None) is not None:  # strings that are their own value
-                bound[f"p{i}"] = field.plain
+            if getattr(coerce, "plain", None) is not None:  # strings that are their own value
+                bound[f"p{i}"] = coerce.plain
                 value = f"v if type(v) is str and p{i}(v) else {value}"
             if column.nullable:
                 items.append(f"null if (v := get({name!r}, d{i})) is None else {value}")

@@ -117,6 +117,11 @@ def _uuid(value: object, column: Column) -> str:
     return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
 
+def canonical_uuid(value: object) -> str:
+    """A uuid as canonical rows write it (lower case, with dashes); ValueError if it is none."""
+    return _uuid(value, None)
+
+
 def _timestamp(value: object, column: Column) -> int:
     if not isinstance(value, str):
         raise ValueError(f"expected a timestamp string, got {describe(value)}")
@@ -254,7 +259,8 @@ def encode(column: Column, value: object) -> str:
     return "null" if value is None else _ENCODE[column.kind](value)
 
 
-def _generic(value: object) -> str:
+def encode_untyped(value: object) -> str:
+    """The canonical JSON text of a value whose column is not known (floats shortest)."""
     if value is None:
         return "null"
     if value is True or value is False:
@@ -278,7 +284,7 @@ def reencode_floats(line: bytes) -> bytes:
     to the very bytes it had.
     """
     row = json.loads(bytes(line), parse_int=_int_or_negative_zero)
-    return ("{" + ",".join(_json_string(k) + ":" + _generic(v) for k, v in row.items()) + "}").encode()
+    return ("{" + ",".join(_json_string(k) + ":" + encode_untyped(v) for k, v in row.items()) + "}").encode()
 
 
 def row_encoder(columns: tuple[Column, ...]):

@@ -8,7 +8,7 @@ import ijson
 from .. import declared, schema, timestamps
 from ..errors import ArchiveError, InputError
 from ..rowinput import ijson_reason
-from ..values import _generic, coerce, encode
+from ..values import encode_untyped, coerce, encode
 from ..model import Table
 from . import layout
 from .reading import HashedContent, buffered, members, read_metadata
@@ -66,7 +66,7 @@ def canonical_line(model: Table | None, row: dict) -> bytes:
             parts.append(json.dumps(column.name, ensure_ascii=False) + ":" + value)
     for key, value in row.items():
         if key not in known:
-            parts.append(json.dumps(key, ensure_ascii=False) + ":" + _generic(value))
+            parts.append(json.dumps(key, ensure_ascii=False) + ":" + encode_untyped(value))
     return ("{" + ",".join(parts) + "}").encode()
 
 

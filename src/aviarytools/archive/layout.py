@@ -55,10 +55,14 @@ def document_of_key(key: str) -> tuple[str, str] | None:
     return None
 
 
+# Every kind of member `classify` tells apart; each consumer of an archive walk
+# (walk.py) says what it does with each.
+KINDS = ("metadata", "table", "document", "config", "vanished", "checksums", "dir", "ignored", "unknown")
+
+
 @dataclass(frozen=True)
 class Entry:
-    """What an archive member is: kind is one of metadata, table, document,
-    config, checksums, vanished, dir, ignored, unknown."""
+    """What an archive member is: its kind (one of KINDS) and what its name says."""
 
     kind: str
     table: str | None = None

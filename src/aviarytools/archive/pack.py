@@ -10,9 +10,9 @@ temporary file past 20,000 documents; never the files themselves).
 
 import itertools
 import json
-from contextlib import closing
 import time
-from dataclasses import dataclass, field
+from contextlib import closing, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Iterable, Iterator
 
 import xxhash
@@ -26,6 +26,7 @@ from ..storage import ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
 from . import layout
+from .restore import canonical_ids
 
 # Documents are read into two buffers of this size, reused from file to file;
 # from this size on, a document is read ahead by a second thread.
@@ -36,7 +37,6 @@ _AHEAD_SIZE = 256 << 10
 class PackOptions:
     user_ids: tuple[str, ...] | None = None
     tables: tuple[str, ...] | None = None
-    include_db: bool = True
     include_files: bool = True
     redact: bool = False
 
@@ -162,13 +162,13 @@ def exported_users(options: PackOptions, users: list[str] | None, files: Listing
     return sorted({info.key.split("/", 2)[1] for info in files})  # no database: the folders' users
 
 
-def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
+def build_metadata(db: Database | None, options: PackOptions, counts: dict[str, int],
                    files: Listing, now_ns: int, users: list[str] | None = None) -> dict:
     return {
         "aviary_version": f"aviarytools-{__version__}",
         "git_commit": "",
         "export_timestamp": to_rfc3339(now_ns - now_ns % NS_PER_SECOND),
-        "database_type": db.dialect,
+        "database_type": db.dialect if db is not None else "none",
         "users_exported": exported_users(options, users, files),
         "total_documents": len(files),
         "total_size_bytes": files.bytes,
@@ -180,7 +180,7 @@ def build_metadata(db: Database, options: PackOptions, counts: dict[str, int],
             "table_rows": counts,
             "redacted": options.redact,
             "users_only": options.user_ids is not None,
-            "database": options.include_db,
+            "database": db is not None,
             "files": options.include_files,
             # Each table as the source declares it: a restore creates what it lacks from it.
             "schema": {name: declared.table_to_json(db.table(name), db.dialect) for name in counts},
@@ -211,17 +211,18 @@ class _Dirs:
         self.done = [d for d in self.done if d in keep]
 
 
-def pack(db: Database, storage: Storage | None, out: BinaryIO, options: PackOptions,
+def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: PackOptions,
          now_ns: int | None = None) -> PackSummary:
-    """Write the archive of `db` and `storage` to `out` (one consistent snapshot)."""
+    """Write the archive of `db` (None: no database) and `storage` to `out`, the tables
+    from one consistent snapshot."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     mtime = now_ns / NS_PER_SECOND
     summary = PackSummary()
-    with db.snapshot():
+    with db.snapshot() if db is not None else nullcontext():
         if options.user_ids is not None:
-            options = PackOptions(db.user_ids(options.user_ids), options.tables,
-                                  options.include_db, options.include_files, options.redact)
-        names = chosen_tables(db, options) if options.include_db else []
+            ids = db.user_ids(options.user_ids) if db is not None else canonical_ids(options.user_ids)
+            options = replace(options, user_ids=ids)
+        names = chosen_tables(db, options) if db is not None else []
         queries = {n: table_query(n, options) for n in names}
         measured = {n: measure_table(db, n, queries[n]) for n in names}
         files = list_documents(storage, options.user_ids) if options.include_files and storage else Listing()
@@ -284,12 +285,14 @@ def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[Object
     document's own.  Small documents are read in turn: handing them over
     would cost more than it saves.
     """
-    read_into = getattr(storage, "read_into", None)
-    if read_into is None:
+    if storage is None:
+        return
+    if not storage.capabilities.reads_into:
         for info in files:
             hasher = xxhash.xxh3_128()
             yield info, _hashing(storage.read(info.key), hasher), hasher
         return
+    read_into = storage.read_into
     buffers = (bytearray(_READ_SIZE), bytearray(_READ_SIZE))
     asked = ready = None
     read_ahead = False  # whether the document at hand was read ahead

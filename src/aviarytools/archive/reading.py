@@ -7,7 +7,7 @@ from typing import BinaryIO, Iterator
 import xxhash
 
 from ..errors import ArchiveError
-from ..spill import SpillList, compare_digests
+from ..spill import SpillList
 from ..tar import Member, open_input, read_members
 from . import layout
 
@@ -20,11 +20,13 @@ def members(stream: BinaryIO, source: str = "-") -> Iterator[Member]:
 
 
 class HashedContent(io.RawIOBase):
-    """A member's content as a readable stream, hashed (XXH128) as it is read."""
+    """A member's content as a readable stream, hashed (XXH128) as it is read; `tap`, if
+    set, is given every piece as it passes, whoever reads (unpack -C writes tables that way)."""
 
     def __init__(self, member: Member):
         self.member = member
         self.hasher = xxhash.xxh3_128()
+        self.tap = None
         self._chunks = None  # the member's chunks, once read as a stream
         self._views = None  # or its views, once read that way
         self._pending = memoryview(b"")
@@ -40,8 +42,7 @@ class HashedContent(io.RawIOBase):
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            self.hasher.update(chunk)
-            self.size += len(chunk)
+            self._passing(chunk)
             self._pending = memoryview(chunk)
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
@@ -56,8 +57,7 @@ class HashedContent(io.RawIOBase):
         if self._chunks is None:
             self._chunks = self.member.chunks() if self._views is None else (bytes(v) for v in self._views)
         for chunk in self._chunks:
-            self.hasher.update(chunk)
-            self.size += len(chunk)
+            self._passing(chunk)
             yield chunk
 
     def views(self) -> Iterator[memoryview]:
@@ -70,9 +70,17 @@ class HashedContent(io.RawIOBase):
             self._views = self.member.views()
         hasher = self.hasher
         for view in self._views:  # where an earlier call stopped: a second finish() reads nothing
+            if self.tap is not None:
+                self.tap(view)
             hasher.update(view)
             self.size += len(view)
             yield view
+
+    def _passing(self, chunk) -> None:
+        if self.tap is not None:
+            self.tap(chunk)
+        self.hasher.update(chunk)
+        self.size += len(chunk)
 
     def finish(self) -> str:
         """Read what is left and return the hex digest of the whole content."""
@@ -85,8 +93,8 @@ def buffered(content: HashedContent) -> io.BufferedReader:
     return io.BufferedReader(content, 1 << 16)
 
 
-def read_metadata(member: Member) -> tuple[dict, str]:
-    """The parsed metadata.json member and its digest."""
+def read_metadata(member: Member) -> tuple[dict, str, bytes]:
+    """The parsed metadata.json member, its digest and its bytes."""
     if member.name != layout.METADATA:
         raise ArchiveError(f"{member.name}: expected {layout.METADATA} as the first member")
     if member.size > MAX_METADATA_BYTES:
@@ -99,32 +107,7 @@ def read_metadata(member: Member) -> tuple[dict, str]:
         raise ArchiveError(f"{layout.METADATA}: invalid JSON: {e}") from None
     if not isinstance(metadata, dict):
         raise ArchiveError(f"{layout.METADATA}: expected a JSON object")
-    return metadata, content.hasher.hexdigest()
-
-
-METADATA_FIELDS = {
-    "aviary_version": str,
-    "export_timestamp": str,
-    "database_type": str,
-    "total_documents": int,
-    "total_size_bytes": int,
-    "exported_tables": (list, type(None)),
-    "total_users": int,
-}
-
-
-def metadata_problems(metadata: dict) -> list[str]:
-    """What is missing or mistyped in metadata.json."""
-    problems = []
-    for name, kind in METADATA_FIELDS.items():
-        if name not in metadata:
-            problems.append(f"missing field {name}")
-        elif not isinstance(metadata[name], kind) or isinstance(metadata[name], bool):
-            problems.append(f"field {name} has the wrong type")
-    users = metadata.get("users_exported")
-    if users is not None and not (isinstance(users, list) and all(isinstance(u, str) for u in users)):
-        problems.append("field users_exported is not a list of ids")
-    return problems
+    return metadata, content.hasher.hexdigest(), data
 
 
 def parse_checksum_member(content: HashedContent, source: str) -> SpillList:
@@ -139,15 +122,3 @@ def parse_checksum_chunks(chunks, source: str) -> SpillList:
     for digest, name in parse_checksums(chunks, source=source):
         listed.append((name, digest.lower()))
     return listed
-
-
-def check_checksums(checksums: SpillList | None, digests: SpillList) -> None:
-    """ArchiveError unless every member the checksums list was read with that digest."""
-    if checksums is None:
-        return  # Aviary's own archives carry none
-    for name, actual, listed in compare_digests(checksums, digests):
-        if listed is None:
-            return  # the listed names come first, and all were read as listed
-        if actual is None:
-            raise ArchiveError(f"{name}: listed in {layout.CHECKSUMS} but missing from the archive")
-        raise ArchiveError(f"{name}: XXH128 mismatch (archive corrupt): {actual} != {listed}")

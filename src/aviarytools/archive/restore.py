@@ -15,23 +15,21 @@ objects: the old database and every old object are as they were.
 
 import functools
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from .. import declared, rows, schema
+from .. import declared, schema
+from .. import rows as rows_module
 from ..db import Database
-from ..errors import ArchiveError, AviaryError, InputError
+from ..errors import AviaryError, InputError
 from ..query import quote_ident, quote_literal
-from ..rowinput import RowSource
 from ..spill import HashSet, SpillList
-from ..storage import FilesystemStorage, Storage
-from ..tar import NameSet, member_name_problem
+from ..storage import Storage
+from ..values import canonical_uuid
 from . import layout
 from .inspect import archived_tables
-from .reading import check_checksums, HashedContent, buffered, members, parse_checksum_member, read_metadata
-
-MAX_CONFIG_BYTES = 1 << 20
-
+from .walk import Consumer, Item, Walk, raise_problems
 
 @dataclass(frozen=True)
 class RestoreOptions:
@@ -55,54 +53,41 @@ class RestoreSummary:
     skipped: int = 0
 
 
-class Restore:
+class Restore(Consumer):
+    """A consumer of the archive walk (walk.py): the walk checks every member and
+    stops the restore at the first problem, before the commit."""
+
+    ignores = frozenset(("vanished", "checksums", "dir", "ignored", "unknown"))
+
     def __init__(self, db: Database | None, storage: Storage | None, options: RestoreOptions,
                  warn: Callable[[str], None]):
         self.db, self.storage, self.options, self.warn = db, storage, options, warn
+        self.use_db = db is not None and options.include_db
         self.summary = RestoreSummary()
         self.stages: dict[str, tuple] = {}
         # One entry per document: these move to a temporary file when there are many.
         self.staged_objects = SpillList()  # (staged key, key)
         self.restored_keys = HashSet()
-        self.digests = SpillList()  # (member name, digest)
-        self.checksums: SpillList | None = None
         self.configs: list[tuple[str, str, str]] = []
         self.prefix = f".aviary-restore-{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
         self.archive_has_files = True
+        self.user_ids: tuple[str, ...] | None = None
         self.unknown_columns: dict[tuple[str, str], int] = {}  # (table, column) -> values dropped
 
     # -- the pass over the archive -------------------------------------------
 
     def run(self, stream: BinaryIO, source: str) -> RestoreSummary:
-        use_db = self.db is not None and self.options.include_db
         if self.storage is not None and not self.options.dry_run:
             self.storage.ensure_root()
         try:
-            walk = members(stream, source)
-            metadata = self._metadata(walk)
-            if use_db:
-                self.db._begin(write=True)
-                if self.options.create_schema:
-                    self.db.create_schema(self._schema(metadata), warn=self.warn)
-                self.user_ids = self.db.user_ids(self.options.user_ids) if self.options.user_ids else None
-            else:
-                self.user_ids = _canonical_ids(self.options.user_ids)
-            self._follow_metadata(metadata)
-            self._read(walk)
-            check_checksums(self.checksums, self.digests)
-            if use_db:
-                self._apply_configs()
-                self._apply_tables()
-            if self.options.dry_run:
-                if use_db:
-                    self.db.rollback()
-            else:
-                self._sync_storage()  # the staged documents are on disk before the database names them
-                if use_db:
-                    self.db.execute("COMMIT")
+            with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
+                raise_problems(Walk(stream, source, self))
+                if self.use_db:
+                    self._apply_configs()
+                    self._apply_tables()
+                if not self.options.dry_run:
+                    self._sync_storage()  # the staged documents are on disk before the database names them
         except BaseException as error:
-            if use_db:
-                self.db.rollback()
             left = self._discard_staged_objects()
             if left and isinstance(error, AviaryError):
                 raise type(error)(f"{error}; {left} staged object(s) could not be removed: once the"
@@ -126,31 +111,20 @@ class Restore:
         self._report_unknown_columns()
         return self.summary
 
-    def _metadata(self, walk) -> dict:
-        first = next(walk, None)
-        if first is None:
-            raise ArchiveError("empty archive")
-        metadata, digest = read_metadata(first)
-        self.digests.append((layout.METADATA, digest))
-        return metadata
+    def on_metadata(self, item: Item, metadata: dict) -> None:
+        if self.use_db:
+            if self.options.create_schema:
+                self.db.create_schema(self._schema(metadata), warn=self.warn)
+            self.user_ids = self.db.user_ids(self.options.user_ids) if self.options.user_ids else None
+        else:
+            self.user_ids = canonical_ids(self.options.user_ids)
+        self._follow_metadata(metadata)
 
     def _schema(self, metadata: dict) -> list:
         """The tables --create-schema makes where missing: Aviary's, each with the columns
         the archive declares for it (a newer Aviary's among them)."""
         archived = archived_tables(metadata)
         return [declared.union(table, archived.get(table.name)) for table in schema.TABLES]
-
-    def _read(self, walk) -> None:
-        names = NameSet()
-        names.add(layout.METADATA)
-        for member in walk:
-            problem = member_name_problem(member)
-            if problem:
-                raise ArchiveError(f"{member.name}: {problem}")
-            if not names.add(member.name):
-                raise ArchiveError(f"{member.name}: appears more than once in the archive")
-            if member.type == "file":
-                self._member(member)
 
     def _follow_metadata(self, metadata: dict) -> None:
         """What the archive says it holds bounds what a replace may remove."""
@@ -162,24 +136,10 @@ class Restore:
                       "reset tokens and rmapi pairings come back empty")
         exported = metadata.get("users_exported")
         if ours.get("users_only") and self.user_ids is None and isinstance(exported, list):
-            self.user_ids = _canonical_ids(exported)
+            self.user_ids = canonical_ids(exported)
             self.warn(f"{layout.METADATA}: a per-user archive: only its {len(exported)} user(s) are restored")
         if ours.get("files") is False:
             self.archive_has_files = False
-
-    def _member(self, member) -> None:
-        entry = layout.classify(member.name)
-        content = HashedContent(member)
-        if entry.kind == "checksums":
-            self.checksums = parse_checksum_member(content, member.name)
-            return
-        if entry.kind == "table":
-            self._table(entry.table, content, member.name)
-        elif entry.kind == "document":
-            self._document(entry, content, member)
-        elif entry.kind == "config":
-            self._config(entry, content, member)
-        self.digests.append((member.name, content.finish()))
 
     def _wanted_table(self, table: str) -> bool:
         if self.db is None or not self.options.include_db or table in schema.TRANSIENT:
@@ -196,12 +156,12 @@ class Restore:
             return False
         return True
 
-    def _table(self, table: str, content: HashedContent, name: str) -> None:
+    def on_table(self, item: Item, rows) -> None:
+        table = item.entry.table
         if not self._wanted_table(table):
             return
-        source = RowSource(buffered(content), name)
-        stage, result = rows.stage_rows(self.db, table, source, user_ids=self.user_ids, warn=self.warn,
-                                        on_unknown=functools.partial(self._unknown_column, table))
+        stage, result = rows_module.stage_rows(self.db, table, rows, user_ids=self.user_ids, warn=self.warn,
+                                               on_unknown=functools.partial(self._unknown_column, table))
         self.stages[table] = (stage, result)
 
     def _unknown_column(self, table: str, where: str, column: str, value) -> None:
@@ -224,26 +184,25 @@ class Restore:
     def _wanted_user(self, user_id: str) -> bool:
         return self.user_ids is None or user_id in self.user_ids
 
-    def _document(self, entry, content: HashedContent, member) -> None:
+    def on_document(self, item: Item) -> None:
+        entry = item.entry
         if self.storage is None or not self.options.include_files or not self._wanted_user(entry.user_id):
             return
         key = layout.storage_key(entry.user_id, entry.path)
         self.restored_keys.add(key)
         self.summary.documents += 1
-        self.summary.document_bytes += member.size
+        self.summary.document_bytes += item.member.size
         if self.options.dry_run:
             return
         staged = self.prefix + key
-        self.storage.write(staged, content.views(), member.size, sync_follows=self.options.sync)
+        self.storage.write(staged, item.content.views(), item.member.size, sync_follows=self.options.sync)
         self.staged_objects.append((staged, key))
 
-    def _config(self, entry, content: HashedContent, member) -> None:
-        if member.size > MAX_CONFIG_BYTES:
-            raise ArchiveError(f"{member.name}: {member.size} bytes is too large for an rmapi.conf")
+    def on_config(self, item: Item) -> None:
+        entry = item.entry
         if entry.path == "rmapi.conf" and self._wanted_user(entry.user_id):
-            text = b"".join(content.chunks()).decode("utf-8", "replace")
-            self.configs.append((entry.user_id, text, member.name))
-
+            text = b"".join(item.content.chunks()).decode("utf-8", "replace")
+            self.configs.append((entry.user_id, text, item.name))
 
     # -- applying ------------------------------------------------------------
 
@@ -303,12 +262,13 @@ class Restore:
     def _promote_objects(self) -> None:
         # A user whose folder the target does not have yet (a first restore, a
         # migration) gets the whole staged folder in one move, not a move per document.
-        moved_whole: dict[str, bool] = {}
+        whole = self.storage.capabilities.moves_folders
+        moved: dict[str, bool] = {}
         for staged, key in self.staged_objects:
             folder = layout.storage_key(layout.document_of_key(key)[0], "")
-            if folder not in moved_whole:
-                moved_whole[folder] = self.storage.promote_folder(self.prefix + folder, folder)
-            if not moved_whole[folder]:
+            if whole and folder not in moved:
+                moved[folder] = self.storage.promote_folder(self.prefix + folder, folder)
+            if not moved.get(folder):
                 self.storage.promote(staged, key)
         self.staged_objects.clear()
 
@@ -331,7 +291,7 @@ class Restore:
     def _count_stale_documents(self, delete: bool) -> None:
         if self.storage is None or not self.options.include_files or self.options.mode != "replace":
             return
-        if isinstance(self.storage, FilesystemStorage) and not self.storage.root.exists():
+        if not self.storage.exists():
             return  # a dry run into a folder not made yet: nothing there can be stale
         prefixes = [f"users/{u}/pdfs/" for u in self.user_ids] if self.user_ids is not None else ["users/"]
         stale = [
@@ -346,13 +306,12 @@ class Restore:
                 self.storage.delete(key)
 
 
-def _canonical_ids(ids) -> tuple[str, ...] | None:
+def canonical_ids(ids) -> tuple[str, ...] | None:
+    """--user without a database: user ids only (a name needs the users table)."""
     if ids is None:
         return None
-    from ..values import _uuid
-
     try:
-        return tuple(_uuid(i, None) for i in ids)
+        return tuple(canonical_uuid(i) for i in ids)
     except ValueError:
         raise InputError("without --db, --user takes user ids (uuids), not names") from None
 

@@ -5,7 +5,6 @@ line on stderr, prefixed with the command's name, with secrets redacted.
 Data goes to stdout; a closed pipe (`| head`) ends the command quietly.
 """
 
-import functools
 import importlib
 import os
 import signal

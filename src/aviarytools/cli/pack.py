@@ -43,15 +43,15 @@ def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, o
     """
     if output is None and sys.stdout.isatty():
         raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
-    options = PackOptions(tuple(users) if users else None, comma_list(tables), not no_db, not no_files, redact)
+    options = PackOptions(tuple(users) if users else None, comma_list(tables), not no_files, redact)
     storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
     db = None if no_db else open_db(db_url)
     with _output(output) as out:
         meter = Progress("pack", progress)
         stream = gzip_output(out) if compress else None
         target = CountingWriter(stream or out, meter)
-        with closing(db or _NoDatabase()) as database:
-            summary = pack(database, storage, target, options)
+        with closing(db) if db is not None else contextlib.nullcontext():
+            summary = pack(db, storage, target, options)
         if stream:
             stream.close()
         meter.done()
@@ -61,28 +61,6 @@ def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, o
         warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
     info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents, "
          f"{summary.bytes_written} bytes")
-
-
-class _NoDatabase:
-    """Stands in for the database with --no-db: no tables, no snapshot."""
-
-    dialect = "none"
-
-    def snapshot(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def table_names(self):
-        return []
-
-    def user_ids(self, ids):
-        from ..archive.restore import _canonical_ids
-
-        return _canonical_ids(ids)
-
-    def close(self):
-        pass
 
 
 class _output:

@@ -23,7 +23,7 @@ from ..config import display_url
 from ..errors import DatabaseError, InputError
 from ..model import Column, Kind, Table
 from ..query import Query, quote_ident as q, quote_literal
-from ..values import _uuid as canonical_uuid, coercer
+from ..values import canonical_uuid, coercer
 
 MODES = ("append", "replace", "upsert", "skip")
 
@@ -107,15 +107,19 @@ class Database(ABC):
             self.execute("ROLLBACK")
 
     @contextmanager
-    def transaction(self):
-        """One write transaction: committed if the block ends, else rolled back."""
+    def transaction(self, commit: bool = True):
+        """One write transaction: committed if the block ends (rolled back instead
+        with commit=False: a dry run), rolled back if it raises."""
         self._begin(write=True)
         try:
             yield self
         except BaseException:
             self.rollback()
             raise
-        self.execute("COMMIT")
+        if commit:
+            self.execute("COMMIT")
+        else:
+            self.rollback()
 
     def _end_read(self) -> None:
         """Close a row stream its consumer left open (it raised mid-way): a PostgreSQL
@@ -193,7 +197,7 @@ class Database(ABC):
         return f"{q(column)} IN ({', '.join(self.uuid_literal(u) for u in user_ids)})"
 
     def uuid_literal(self, value: str) -> str:
-        return quote_literal(canonical_uuid(value, None))
+        return quote_literal(canonical_uuid(value))
 
     def count(self, table: Table, query: Query) -> int:
         inner = "SELECT 1" + self.from_where_sql(table, query) + self.order_limit_sql(table, query)
@@ -204,7 +208,7 @@ class Database(ABC):
         ids = []
         for value in names_or_ids:
             try:
-                ids.append(canonical_uuid(value, None))
+                ids.append(canonical_uuid(value))
                 continue
             except ValueError:
                 pass

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from .. import timestamps
-from ..errors import DatabaseError, InputError, redact
+from ..errors import DatabaseError, redact
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q, quote_literal
 from ..values import reencode_floats

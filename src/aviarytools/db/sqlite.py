@@ -1,6 +1,7 @@
 """SQLite, as Aviary uses it: text uuids, 0/1 booleans, Go's datetime text."""
 
 import base64
+import functools
 import os
 import sqlite3
 from typing import Callable, Iterator
@@ -23,8 +24,12 @@ _TYPES = {
 }
 
 
-def _canonical_timestamp(value):
-    """SQL function: stored datetime (text, or Unix seconds) -> RFC 3339 text."""
+# SQL functions.  SQLite reports an exception raised in one only as "user-defined
+# function raised exception": each notes its reason in `errors`, the list of the
+# connection it was registered on, for SQLiteDatabase._error to report.
+
+def _canonical_timestamp(errors: list[str], value):
+    """Stored datetime (text, or Unix seconds) -> RFC 3339 text."""
     if value is None:
         return None
     if isinstance(value, (int, float)):
@@ -32,17 +37,17 @@ def _canonical_timestamp(value):
     try:
         return timestamps.to_rfc3339(timestamps.parse(str(value)))
     except ValueError as e:
-        _UDF_ERRORS.append(str(e))
+        errors.append(str(e))
         raise
 
 
-def _canonical_float(value):
+def _canonical_float(errors: list[str], value):
     if value is None:
         return None
     try:
         return format_float(float(value))
     except ValueError as e:
-        _UDF_ERRORS.append(f"{value!r}: {e}")
+        errors.append(f"{value!r}: {e}")
         raise
 
 
@@ -52,8 +57,6 @@ def _base64(value):
     data = value if isinstance(value, bytes) else str(value).encode("utf-8")
     return base64.b64encode(data).decode("ascii")
 
-
-_UDF_ERRORS: list[str] = []
 
 def _sqlite_field(column: Column) -> Callable[[object], object]:
     """A non-null JSON value of `column` as SQLite stores it, checked as
@@ -244,8 +247,11 @@ class SQLiteDatabase(Database):
             self.conn.execute("PRAGMA busy_timeout = 10000")
         except sqlite3.Error as e:
             raise DatabaseError(f"{path}: {e}") from None
-        self.conn.create_function("aviary_ts", 1, _canonical_timestamp, deterministic=True)
-        self.conn.create_function("aviary_float", 1, _canonical_float, deterministic=True)
+        self._udf_errors: list[str] = []
+        self.conn.create_function("aviary_ts", 1, functools.partial(_canonical_timestamp, self._udf_errors),
+                                  deterministic=True)
+        self.conn.create_function("aviary_float", 1, functools.partial(_canonical_float, self._udf_errors),
+                                  deterministic=True)
         self.conn.create_function("aviary_base64", 1, _base64, deterministic=True)
         self._stages = 0
 
@@ -256,8 +262,10 @@ class SQLiteDatabase(Database):
             raise self._error(e, sql) from None
 
     def _error(self, e: sqlite3.Error, sql: str = "") -> Exception:
-        if _UDF_ERRORS:
-            return InputError(f"{self.path}: bad stored value: {_UDF_ERRORS.pop()}")
+        if self._udf_errors:
+            reason = self._udf_errors[-1]
+            self._udf_errors.clear()
+            return InputError(f"{self.path}: bad stored value: {reason}")
         return DatabaseError(f"{self.path}: {e}")
 
     def _begin(self, write: bool) -> None:
@@ -387,14 +395,6 @@ class SQLiteDatabase(Database):
             raise self._error(e, sql) from None
         self.execute("RELEASE aviary_apply")
         return cursor.rowcount
-
-    def check_foreign_keys(self, stages: dict[str, Stage]) -> None:
-        """With checks deferred to commit, find a violation first to name its row."""
-        for table, rowid, parent, _ in self.execute("PRAGMA main.foreign_key_check"):
-            stage = stages.get(table)
-            if stage is not None:
-                raise self.explain_violation(stage, f"a row has no {parent} parent")
-            raise InputError(f"table {table} row {rowid}: no matching row in {parent}")
 
     def column_type_sql(self, column: Column) -> str:
         return _TYPES[column.kind]

@@ -32,20 +32,17 @@ import xxhash
 from .. import schema, timestamps
 from ..archive import layout
 from ..archive.inspect import canonical_line
-from ..archive.reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
+from ..archive.walk import BrokenTable, Consumer, Item, Walk
 from ..db import Database
-from ..errors import ArchiveError, InputError, StorageError
+from ..errors import InputError, StorageError
+from ..findings import LIMIT, Capped, Finding, info, problem, short
 from ..model import Kind, Table
 from ..query import Query, quote_ident, quote_literal
-from ..rowinput import RowSource
-from ..spill import SpillList, compare_digests
 from ..storage import Storage
-from ..values import _uuid, coerce
-from ..findings import LIMIT, Capped, Finding, info, problem, short
+from ..values import canonical_uuid, coerce
 from .storage import read_object
 
 WINDOW = 8  # documents whose live copy is being read while the archive moves on
-MAX_CONFIG_BYTES = 1 << 20
 _MISSING = object()
 
 
@@ -125,23 +122,19 @@ class TableComparison:
 
     # -- driving -------------------------------------------------------------
 
-    def run(self, stream, member: str) -> Iterator[Finding]:
-        """Compare the rows of a table member (`stream`: a BufferedReader over its content)."""
+    def run(self, rows) -> Iterator[Finding]:
+        """Compare the rows of a table member ((position, row), checked by the archive walk)."""
         if not self.key_columns:
             yield info("rows", "no primary key: not compared", self.name)
             return
-        rows = _rows_per_line(stream, member) if stream.peek(3).startswith(b"[\n{") \
-            else iter(RowSource(stream, member))
         try:
             for position, row in rows:
-                if type(row) is bytes:
-                    self._archived_line(position, row)
-                else:
-                    self._archived(position, row)
+                self._archived(position, row)
                 if self.out:
                     yield from self._flush()
-        except InputError as err:
-            yield problem("archive-row", f"{err}: the rest of the table is not compared", self.name)
+        except (BrokenTable, InputError) as err:
+            if isinstance(err, InputError):  # the archive's rows do not fit (the walk reports broken JSON)
+                yield problem("archive-row", f"{err}: the rest of the table is not compared", self.name)
             if self.live is not None:
                 for _ in self.live:  # let the database finish sending
                     pass
@@ -222,21 +215,6 @@ class TableComparison:
             self.cur_key = tuple(row[c.name] if c.kind in (Kind.UUID, Kind.TEXT) else coerce(c, row[c.name])
                                  for c in self.key_columns)
         return self.cur_key
-
-    def _archived_line(self, position: int, line: bytes) -> None:
-        """A row as pack and dump-table write it: equal to the live row's bytes, or parsed."""
-        if self.cur is not None and line == self.cur:
-            self.counts["archived"] += 1
-            self.counts["equal"] += 1
-            self.prev_key = None  # in the live order, by definition
-            self._advance()
-            return
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            self._report("archive-row", f"item {position}: invalid JSON ({err})")
-            return
-        self._archived(position, row)
 
     def _archived(self, position: int, row) -> None:
         if not isinstance(row, dict):
@@ -358,26 +336,6 @@ class TableComparison:
         return ", ".join(f"{c.name}={_shown_key(c, v)}" for c, v in zip(self.key_columns, key))
 
 
-def _rows_per_line(stream, member: str) -> Iterator[tuple[int, bytes]]:
-    """(item number, raw row) of a JSON array written one row per line, as pack writes it.
-
-    `[`, then each row on its own line followed by a comma but the last, then `]`.
-    The raw bytes are compared with the live row's before anything is parsed.
-    """
-    stream.readline()  # "["
-    position = 0
-    for raw in stream:
-        line = raw.rstrip(b"\r\n")
-        if line.endswith(b","):
-            line = line[:-1]
-        if line.strip() == b"]":
-            break
-        position += 1
-        yield position, line
-    if stream.read().strip():
-        raise InputError(f"{member}: data after the end of the array")
-
-
 def _shown_key(column, value) -> str:
     return timestamps.to_rfc3339(value) if column.kind is Kind.TIMESTAMP else str(value)
 
@@ -395,13 +353,16 @@ def _literal(column, value) -> str:
 
 def _owner(value) -> str | None:
     try:
-        return _uuid(value, None)
+        return canonical_uuid(value)
     except ValueError:
         return None
 
 
-class Comparison:
-    """The whole archive against the live database and storage."""
+class Comparison(Consumer):
+    """The whole archive against the live database and storage: a consumer of the
+    archive walk, whose own findings (a damaged archive) come out with doctor's."""
+
+    ignores = frozenset(("metadata", "vanished", "checksums", "dir", "ignored", "unknown"))
 
     def __init__(self, db: Database, storage: Storage | None, user_ids: tuple[str, ...] | None,
                  workers: int = 4):
@@ -410,21 +371,20 @@ class Comparison:
         self.configs = _Configs()
         self.compared: set[str] = set()
         self.archived_keys: set[str] = set()
-        self.digests = SpillList()  # (member name, digest)
-        self.checksums: SpillList | None = None
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="doctor-against") if storage else None
         self.pending: deque = deque()
+        self.found: list[Finding] = []
         self.files = dict(archived=0, equal=0, differ=0, missing=0, unreadable=0, extra=0)
         self.caps = {c: Capped(c) for c in ("file-differs", "file-missing", "file-extra", "unreadable")}
 
     def run(self, stream: BinaryIO, source: str) -> Iterator[Finding]:
         try:
-            yield from self._members(stream, source)
-            yield from self._settle_all()
+            yield from Walk(stream, source, self)
+            self._settle_all()
+            yield from self.take_findings()
         finally:
             if self.pool is not None:
                 self.pool.shutdown(cancel_futures=True)
-        yield from self._check_checksums()
         yield from self.configs.rest()
         yield from self._extra_files()
         for cap in self.caps.values():
@@ -439,65 +399,50 @@ class Comparison:
             if name.name in self.live_tables and name.name not in self.compared and self._in_scope(name.name):
                 yield info("rows", "not in the archive: not compared", name.name)
 
+    def take_findings(self) -> list[Finding]:
+        found, self.found = self.found, []
+        return found
+
     def _in_scope(self, table: str) -> bool:
         return self.user_ids is None or schema.user_column(table) is not None
 
-    def _members(self, stream: BinaryIO, source: str) -> Iterator[Finding]:
-        walk = members(stream, source)
-        first = next(walk, None)
-        if first is None:
-            raise ArchiveError("empty archive")
-        self.digests.append((layout.METADATA, read_metadata(first)[1]))
-        for member in walk:
-            if member.type != "file":
-                continue
-            entry = layout.classify(member.name)
-            content = HashedContent(member)
-            if entry.kind == "checksums":
-                self.checksums = parse_checksum_member(content, member.name)
-                continue
-            if entry.kind == "table":
-                yield from self._table(entry.table, content, member.name)
-            elif entry.kind == "document":
-                yield from self._document(entry, content, member)
-            elif entry.kind == "config":
-                yield from self._config(entry, content, member)
-            self.digests.append((member.name, content.finish()))
-
     # -- tables ---------------------------------------------------------------------
 
-    def _table(self, name: str, content: HashedContent, member: str) -> Iterator[Finding]:
+    def on_table(self, item: Item, rows) -> None:
+        name = item.entry.table
         if name in schema.TRANSIENT or not self._in_scope(name):
             return
         if name not in self.live_tables:
-            yield problem("tables", "in the archive, not in the live database", name)
+            self.found.append(problem("tables", "in the archive, not in the live database", name))
             return
         self.compared.add(name)
         comparison = TableComparison(self.db, self.db.table(name), self.user_ids, self.configs)
-        yield from comparison.run(buffered(content), member)
+        self.found.extend(comparison.run(rows))
 
-    def _config(self, entry, content: HashedContent, member) -> Iterator[Finding]:
-        if entry.path != "rmapi.conf" or "users" not in self.live_tables or member.size > MAX_CONFIG_BYTES:
+    def on_config(self, item: Item) -> None:
+        entry = item.entry
+        if entry.path != "rmapi.conf" or "users" not in self.live_tables:
             return
         if self.user_ids is not None and entry.user_id not in self.user_ids:
             return
-        text = b"".join(content.chunks()).decode("utf-8", "replace")
+        text = b"".join(item.content.chunks()).decode("utf-8", "replace")
         finding = self.configs.file(entry.user_id, text)
         if finding:
-            yield finding
+            self.found.append(finding)
 
     # -- documents ----------------------------------------------------------------------
 
-    def _document(self, entry, content: HashedContent, member) -> Iterator[Finding]:
+    def on_document(self, item: Item) -> None:
+        entry = item.entry
         if self.storage is None or (self.user_ids is not None and entry.user_id not in self.user_ids):
             return
         key = layout.storage_key(entry.user_id, entry.path)
         self.archived_keys.add(key)
         future = self.pool.submit(self._live_digest, key)
-        archived = content.finish()
-        self.pending.append((key, member.size, archived, future))
+        archived = item.content.finish()
+        self.pending.append((key, item.member.size, archived, future))
         while len(self.pending) > WINDOW:
-            yield from self._settle(*self.pending.popleft())
+            self._settle(*self.pending.popleft())
 
     def _live_digest(self, key: str):
         """(size, XXH128) of the live object, None if there is none, or the error text."""
@@ -512,11 +457,11 @@ class Comparison:
             return f"{self.storage.url}: {key}: {err.strerror or err}"
         return size, hasher.hexdigest()
 
-    def _settle_all(self) -> Iterator[Finding]:
+    def _settle_all(self) -> None:
         while self.pending:
-            yield from self._settle(*self.pending.popleft())
+            self._settle(*self.pending.popleft())
 
-    def _settle(self, key: str, size: int, archived: str, future) -> Iterator[Finding]:
+    def _settle(self, key: str, size: int, archived: str, future) -> None:
         self.files["archived"] += 1
         live = future.result()
         if live is None:
@@ -533,7 +478,7 @@ class Comparison:
             self.files["equal"] += 1
             finding = None
         if finding:
-            yield finding
+            self.found.append(finding)
 
     def _extra_files(self) -> Iterator[Finding]:
         if self.storage is None:
@@ -546,20 +491,6 @@ class Comparison:
                     finding = self.caps["file-extra"].offer("in the live storage, not in the archive", obj.key)
                     if finding:
                         yield finding
-
-    # -- the archive itself -----------------------------------------------------------------
-
-    def _check_checksums(self) -> Iterator[Finding]:
-        if self.checksums is None:
-            return
-        for name, actual, digest in compare_digests(self.checksums, self.digests):
-            if digest is None:
-                continue  # not listed: the archive's own business, verify's to report
-            if actual is None:
-                yield problem("archive", f"listed in {layout.CHECKSUMS} but not in the archive", name)
-            else:
-                yield problem("archive", f"XXH128 mismatch: the archive is corrupt ({actual} != {digest})", name)
-
 
 def compare(stream: BinaryIO, source: str, db: Database, storage: Storage | None,
             users: tuple[str, ...] | None = None) -> Iterator[Finding]:

@@ -9,9 +9,7 @@ plain MD5, the content.
 """
 
 import hashlib
-import os
 import re
-import stat as stat_module
 import threading
 import time
 from collections import deque
@@ -21,8 +19,7 @@ from typing import Callable, Iterator
 
 from ..archive import layout
 from ..errors import StorageError
-from ..storage import FilesystemStorage, ObjectInfo, Storage
-from ..storage.filesystem import TEMP_PREFIX
+from ..storage import ObjectInfo, Storage
 from ..findings import WARNING, Capped, Finding, info, problem
 
 BUFFER_SIZE = 1 << 20
@@ -34,12 +31,12 @@ def ignored(storage: Storage, key: str) -> bool:
     """Keys that are not Aviary documents and rightly so.
 
     An unpack's staging prefix, Aviary's own backup files (backups/) and,
-    in a folder that is also Aviary's DATA_DIR, the SQLite database files.
+    in a storage that may be Aviary's DATA_DIR, the SQLite database files.
     """
     first, slash, _ = key.partition("/")
     if first.startswith(STAGING_PREFIX) or (first == "backups" and slash):
         return True
-    return isinstance(storage, FilesystemStorage) and not slash and first.startswith("aviary.db")
+    return storage.capabilities.shares_data_dir and not slash and first.startswith("aviary.db")
 
 
 # -- reading an object end to end -----------------------------------------------
@@ -57,36 +54,19 @@ def _buffer() -> bytearray:
 def read_object(storage: Storage, key: str, update: Callable | None = None) -> int:
     """Read the object under `key` to its end, passing each piece to `update`; returns its size.
 
-    A folder's file is read with readinto() into one buffer per thread; an
-    S3 object through the storage's own reader.  StorageError if unreadable.
+    Where the storage reads into a buffer, into one buffer per thread (no Python
+    object per piece); else through its own reader.  StorageError if unreadable.
     """
-    if not isinstance(storage, FilesystemStorage):
-        total = 0
-        for chunk in storage.read(key, BUFFER_SIZE):
-            if update is not None:
-                update(chunk)
-            total += len(chunk)
-        return total
-    path = storage.root.joinpath(*key.split("/"))
-    buf = _buffer()
-    view = memoryview(buf)
+    if storage.capabilities.reads_into:
+        pieces = storage.read_into(key, _buffer())
+    else:
+        pieces = storage.read(key, BUFFER_SIZE)
     total = 0
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            readinto = open(fd, "rb", buffering=0, closefd=False).readinto
-            while True:
-                n = readinto(buf)
-                if not n:
-                    return total
-                total += n
-                if update is not None:
-                    update(view[:n] if n < BUFFER_SIZE else buf)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise storage.error(key, err.strerror or str(err)) from None
+    for piece in pieces:
+        if update is not None:
+            update(piece)
+        total += len(piece)
+    return total
 
 
 @dataclass
@@ -101,10 +81,8 @@ class DeepReader:
 
     def __init__(self, storage: Storage, workers: int | None = None, progress=None):
         self.storage = storage
-        self.s3 = not isinstance(storage, FilesystemStorage)
-        # Measured on 1 GB of documents: four readers of a folder beat cat(1) with a cold
-        # cache (the disk gets several requests at once) and match it with a warm one.
-        workers = workers or (8 if self.s3 else 4)
+        self.capabilities = storage.capabilities
+        workers = workers or self.capabilities.connections
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="doctor-read") if workers > 1 else None
         self.window = workers * 4
         self.pending: deque = deque()
@@ -133,7 +111,7 @@ class DeepReader:
 
     def _read(self, obj: ObjectInfo) -> _Read:
         md5 = None
-        if self.s3 and obj.etag and _PLAIN_MD5.fullmatch(obj.etag):
+        if self.capabilities.md5_etags and obj.etag and _PLAIN_MD5.fullmatch(obj.etag):
             md5 = hashlib.md5(usedforsecurity=False)
         try:
             size = read_object(self.storage, obj.key, md5.update if md5 else None)
@@ -153,7 +131,7 @@ class DeepReader:
             return
         self.bytes += read.size
         if read.size != obj.size:
-            if self.s3:
+            if self.capabilities.immutable_objects:
                 yield problem("size", f"listed as {obj.size} bytes, {read.size} bytes read", obj.key)
             else:
                 yield info("size", f"changed while being read ({obj.size} bytes listed,"
@@ -189,8 +167,7 @@ class StorageTally:
 def check_storage(storage: Storage, users: dict[str, str], tally: StorageTally, *, deep: bool = False,
                   workers: int | None = None, progress=None) -> Iterator[Finding]:
     """Every storage problem found; documents per user counted into `tally`."""
-    if isinstance(storage, FilesystemStorage):
-        yield from special_entries(storage)
+    yield from irregular_entries(storage)
     # Odd but working: Aviary serves its documents all the same.
     folders = Capped("user-folder", severity=WARNING)
     outside = Capped("layout", severity=WARNING)
@@ -250,54 +227,17 @@ def _report_folder(cap: Capped, folder: _Folder) -> Iterator[Finding]:
     yield from _offered(cap, f"{folder.why} ({objects}, {folder.bytes} bytes)", folder.prefix)
 
 
-def special_entries(storage: FilesystemStorage) -> Iterator[Finding]:
-    """Entries of a folder storage that are neither folders nor regular files.
+def irregular_entries(storage: Storage) -> Iterator[Finding]:
+    """Entries of the storage that are not objects (a folder's links, fifos, devices).
 
     The storage listing (and so pack) passes over them silently; Aviary
     cannot serve a dangling link, and a backup leaves any link out.
     """
     cap = Capped("not-regular", severity=WARNING)  # served by Aviary, left out of a backup
-    yield from _walk(storage, storage.root, "", cap)
+    for entry in storage.irregular_entries(lambda key: ignored(storage, key)):
+        if entry.broken:
+            yield problem("unreadable", entry.what, entry.key)
+        else:
+            yield from _offered(cap, f"{entry.what}, not a regular file: pack leaves it out", entry.key)
     if cap.rest():
         yield cap.rest()
-
-
-def _walk(storage: FilesystemStorage, folder, prefix: str, cap: Capped) -> Iterator[Finding]:
-    try:
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda e: os.fsencode(e.name))
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        yield problem("unreadable", f"folder: {err.strerror}", prefix or storage.url)
-        return
-    for entry in entries:
-        key = prefix + entry.name
-        if entry.name.startswith(TEMP_PREFIX):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            if not ignored(storage, key + "/"):
-                yield from _walk(storage, entry.path, key + "/", cap)
-        elif entry.is_file(follow_symlinks=False) or ignored(storage, key):
-            continue
-        elif entry.is_symlink():
-            target = os.readlink(entry.path)
-            if not os.path.exists(entry.path):
-                yield problem("unreadable", f"a dangling symbolic link (to {target})", key)
-            else:
-                yield from _offered(cap, f"a symbolic link (to {target}), not a regular file:"
-                                    " pack leaves it out", key)
-        else:
-            yield from _offered(cap, f"a {_kind(entry)}, not a regular file", key)
-
-
-def _kind(entry) -> str:
-    try:
-        mode = entry.stat(follow_symlinks=False).st_mode
-    except OSError:
-        return "special file"
-    for test, name in ((stat_module.S_ISFIFO, "fifo"), (stat_module.S_ISSOCK, "socket"),
-                       (stat_module.S_ISCHR, "character device"), (stat_module.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "special file"

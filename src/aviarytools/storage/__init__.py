@@ -1,118 +1,78 @@
-"""Where Aviary's documents are: a folder or an S3 bucket, opened from a URL or Aviary's settings.
+"""Where Aviary's documents are, opened from a URL or from Aviary's own settings.
+
+Backends are registered here by URL scheme (and by Aviary's STORAGE_BACKEND
+name); each backend's module parses its own URL and its own environment
+(`s3.py` owns S3_*), declares what it can do (`Storage.capabilities`), and
+passes the shared storage tests (tests/test_storage.py).  A module is imported
+only when its scheme is used: boto3 takes half a second to import.
 
 URLs: a plain path or file:///path (a folder); s3://bucket or s3://bucket/prefix.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
 
-from aviarytools.errors import ConfigError, redact, register_secret
+from aviarytools.errors import ConfigError, redact
 
-from .base import ObjectInfo, Storage
+from .base import Capabilities, ObjectInfo, Storage
 from .filesystem import FilesystemStorage
 
 __all__ = [
-    "FilesystemStorage", "ObjectInfo", "S3Storage", "Storage",
+    "BACKENDS", "Capabilities", "FilesystemStorage", "ObjectInfo", "S3Storage", "Storage",
     "open_storage", "resolve_storage", "storage_from_env",
 ]
 
-
-def __getattr__(name: str):
-    # boto3 takes half a second to import: only commands that reach S3 pay for it.
-    if name in ("S3Storage", "make_client"):
-        from . import s3
-
-        return getattr(s3, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# URL scheme -> the module (in this package) whose `from_url(url, environ, options)` opens it.
+SCHEMES = {"file": "filesystem", "s3": "s3"}
+# Aviary's STORAGE_BACKEND -> the module whose `from_environment(environ, options)` opens
+# the storage Aviary itself would use with those variables.
+BACKENDS = {"filesystem": "filesystem", "s3": "s3"}
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def resolve_storage(url: str | None, environ: Mapping[str, str] = os.environ, *,
-                    s3_endpoint: str | None = None, s3_region: str | None = None,
-                    s3_path_style: bool | None = None, s3_access_key: str | None = None,
-                    s3_secret_key: str | None = None) -> Storage:
-    """The storage a command works on: its --storage URL, else AVIARY_STORAGE, else Aviary's settings."""
-    options = dict(s3_endpoint=s3_endpoint, s3_region=s3_region, s3_path_style=s3_path_style,
-                   s3_access_key=s3_access_key, s3_secret_key=s3_secret_key)
+def __getattr__(name: str):
+    if name == "S3Storage":  # imported when asked for, as the backend is
+        from .s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _backend(module: str):
+    return importlib.import_module(f".{module}", __name__)
+
+
+def resolve_storage(url: str | None, environ: Mapping[str, str] = os.environ, **options) -> Storage:
+    """The storage a command works on: its --storage URL, else AVIARY_STORAGE, else Aviary's settings.
+
+    `options` are the command line's settings for a backend (s3_endpoint=..., ...);
+    each backend takes the ones it knows, the environment filling in the rest."""
     if url:
         return open_storage(url, environ=environ, **options)
     return storage_from_env(environ, **options)
 
 
-def storage_from_env(environ: Mapping[str, str] = os.environ, **overrides) -> Storage:
+def storage_from_env(environ: Mapping[str, str] = os.environ, **options) -> Storage:
     """AVIARY_STORAGE if set, else the storage Aviary itself would use with these variables."""
     if environ.get("AVIARY_STORAGE"):
-        return open_storage(environ["AVIARY_STORAGE"], environ=environ, **overrides)
+        return open_storage(environ["AVIARY_STORAGE"], environ=environ, **options)
     backend = (environ.get("STORAGE_BACKEND") or "filesystem").strip().lower()
-    if backend == "filesystem":
-        return FilesystemStorage(environ.get("DATA_DIR") or "/data")
-    if backend == "s3":
-        bucket = environ.get("S3_BUCKET")
-        if not bucket:
-            raise ConfigError("STORAGE_BACKEND=s3 but S3_BUCKET is not set")
-        # Aviary keeps its keys at the bucket root.
-        return open_storage(f"s3://{bucket}", environ=environ, **overrides)
-    raise ConfigError(f"STORAGE_BACKEND={backend!r}: expected filesystem or s3")
+    if backend not in BACKENDS:
+        raise ConfigError(f"STORAGE_BACKEND={backend!r}: expected {' or '.join(BACKENDS)}")
+    return _backend(BACKENDS[backend]).from_environment(environ, options)
 
 
-def open_storage(url: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
-                 s3_path_style: bool | None = None, s3_access_key: str | None = None,
-                 s3_secret_key: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> Storage:
-    """Open a folder or bucket; S3 settings not given come from Aviary's S3_* variables."""
+def open_storage(url: str, *, environ: Mapping[str, str] | None = None, **options) -> Storage:
+    """Open the folder or bucket `url` names; settings not in `options` come from the environment."""
     environ = os.environ if environ is None else environ
     scheme = _SCHEME.match(url)
-    if scheme is None:
-        return _folder(url, url)
-    if scheme.group(1).lower() == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"{url}: a file URL names a local folder: file:///path")
-        return _folder(unquote(parts.path), url)
-    if scheme.group(1).lower() == "s3":
-        return _bucket(url, environ, s3_endpoint, s3_region, s3_path_style, s3_access_key, s3_secret_key)
-    raise ConfigError(f"{redact(url)}: unsupported storage URL (use a folder, file:///folder or s3://bucket/prefix)")
-
-
-def _folder(path: str, url: str) -> FilesystemStorage:
-    if not path:
-        raise ConfigError(f"{url!r}: no folder given")
-    return FilesystemStorage(path)
-
-
-def _bucket(url, environ, endpoint, region, path_style, access_key, secret_key) -> S3Storage:
-    from .s3 import S3Storage, make_client
-
-    rest = url[len("s3://"):]
-    if "@" in rest:  # s3://KEY:SECRET@bucket: the secret may hold "/", so before any split
-        for secret in rest.rpartition("@")[0].split(":", 1):
-            register_secret(secret)
-            register_secret(unquote(secret))
-        raise ConfigError(f"s3://***@{rest.rpartition('@')[2]}: credentials do not go in the URL"
-                          " (use S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket or ":" in bucket:
-        raise ConfigError(f"{redact(url)}: expected s3://bucket or s3://bucket/prefix "
-                          "(credentials go in S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
-    access_key = access_key or environ.get("S3_ACCESS_KEY_ID") or None
-    secret_key = secret_key or environ.get("S3_SECRET_ACCESS_KEY") or None
-    register_secret(secret_key)
-    if bool(access_key) != bool(secret_key):
-        raise ConfigError("S3: give both an access key and a secret key, or neither (AWS credential chain)")
-    endpoint = endpoint or environ.get("S3_ENDPOINT") or None
-    if endpoint and not endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"S3 endpoint {redact(endpoint)}: expected http://host:port or https://host")
-    if path_style is None:
-        path_style = environ.get("S3_FORCE_PATH_STYLE", "").strip().lower() in ("1", "true", "yes")
-    try:
-        client = make_client(endpoint=endpoint, region=region or environ.get("S3_REGION") or "us-east-1",
-                             path_style=path_style, access_key=access_key, secret_key=secret_key)
-    except ValueError as err:  # botocore's verdict on a malformed endpoint or region
-        raise ConfigError(redact(f"{url}: {err}")) from None
-    return S3Storage(client, bucket, prefix)
+    module = SCHEMES.get(scheme.group(1).lower()) if scheme else "filesystem"
+    if module is None:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise ConfigError(f"{redact(url)}: unsupported storage URL (use a folder or one of {known})")
+    return _backend(module).from_url(url, environ, options)

@@ -3,12 +3,37 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from aviarytools.errors import MissingObject, StorageError, redact
 
 CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, as it declares it: callers choose their way by these,
+    never by the backend's type."""
+
+    renames: bool = False  # promote() renames in place: atomic, nothing copied
+    moves_folders: bool = False  # promote_folder() moves a whole staged folder in one step
+    server_side_copy: bool = False  # promote() copies inside the store: the bytes do not come back to us
+    md5_etags: bool = False  # a single-part object's ETag is the MD5 of its content
+    immutable_objects: bool = False  # an object changes only by being replaced whole, never in place
+    reads_into: bool = False  # read_into(): content read into the caller's buffer
+    batch_delete: int = 1  # keys one delete_many() request removes
+    connections: int = 1  # requests worth having in flight at once
+    shares_data_dir: bool = False  # may be Aviary's DATA_DIR, holding aviary.db beside users/
+
+
+@dataclass(frozen=True)
+class Irregular:
+    """An entry of a storage that is not an object: a link, a device, an unreadable folder."""
+
+    key: str
+    what: str
+    broken: bool = False  # nothing can be read there (a dangling link, a folder that fails to list)
 
 
 @dataclass(frozen=True)
@@ -20,9 +45,14 @@ class ObjectInfo:
 
 
 class Storage(ABC):
-    """Objects under '/'-separated keys relative to a root, e.g. users/<uuid>/pdfs/sub/a.pdf."""
+    """Objects under '/'-separated keys relative to a root, e.g. users/<uuid>/pdfs/sub/a.pdf.
+
+    A backend is a subclass in its own module, which also has `from_url(url,
+    environ, options)` and `from_environment(environ, options)` and is named in
+    the registry (storage/__init__.py)."""
 
     url: str  # display form: never holds a secret
+    capabilities = Capabilities()
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -68,6 +98,20 @@ class Storage(ABC):
         one step, where the storage can and nothing is under `prefix` yet.
         False: nothing was moved; promote the objects one by one."""
         return False
+
+    def read_into(self, key: str, buffer: bytearray) -> Iterator[memoryview]:
+        """With capabilities.reads_into: the object's bytes read into `buffer`, a view
+        of it at a time, each valid only until the next is asked for."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        """Whether the storage's root is there (a restore may not have made it yet)."""
+        return True
+
+    def irregular_entries(self, skip: Callable[[str], bool]) -> Iterator[Irregular]:
+        """Entries that are not objects, which list() passes over (keys `skip` says to leave
+        alone are not looked into)."""
+        return iter(())
 
     def ensure_root(self) -> None:
         """Make the storage's root where it does not exist yet (a folder), before a restore

@@ -1,20 +1,70 @@
-"""Documents as objects in an S3 bucket (Aviary's STORAGE_BACKEND=s3)."""
+"""Documents as objects in an S3 bucket (Aviary's STORAGE_BACKEND=s3).
+
+URLs are s3://bucket or s3://bucket/prefix; the settings not on the command
+line come from Aviary's own variables: S3_ENDPOINT, S3_REGION (us-east-1),
+S3_BUCKET, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY (else the standard AWS
+credential chain), S3_FORCE_PATH_STYLE.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 import boto3
 import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import CHUNK_SIZE, ObjectInfo, Storage
+from ..errors import ConfigError, redact, register_secret
+from .base import CHUNK_SIZE, Capabilities, ObjectInfo, Storage
 
 PART_SIZE = 8 << 20  # bodies below this go in one put_object
 MAX_PARTS = 10_000  # S3's limit
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+def from_url(url: str, environ, options) -> "S3Storage":
+    """s3://bucket[/prefix]; `options` (the command line's s3_endpoint, s3_region,
+    s3_path_style, s3_access_key, s3_secret_key) before Aviary's S3_* variables."""
+    rest = url[url.index("://") + 3:]
+    if "@" in rest:  # s3://KEY:SECRET@bucket: the secret may hold "/", so before any split
+        for secret in rest.rpartition("@")[0].split(":", 1):
+            register_secret(secret)
+            register_secret(unquote(secret))
+        raise ConfigError(f"s3://***@{rest.rpartition('@')[2]}: credentials do not go in the URL"
+                          " (use S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or ":" in bucket:
+        raise ConfigError(f"{redact(url)}: expected s3://bucket or s3://bucket/prefix "
+                          "(credentials go in S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
+    access_key = options.get("s3_access_key") or environ.get("S3_ACCESS_KEY_ID") or None
+    secret_key = options.get("s3_secret_key") or environ.get("S3_SECRET_ACCESS_KEY") or None
+    register_secret(secret_key)
+    if bool(access_key) != bool(secret_key):
+        raise ConfigError("S3: give both an access key and a secret key, or neither (AWS credential chain)")
+    endpoint = options.get("s3_endpoint") or environ.get("S3_ENDPOINT") or None
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"S3 endpoint {redact(endpoint)}: expected http://host:port or https://host")
+    path_style = options.get("s3_path_style")
+    if path_style is None:
+        path_style = environ.get("S3_FORCE_PATH_STYLE", "").strip().lower() in ("1", "true", "yes")
+    region = options.get("s3_region") or environ.get("S3_REGION") or "us-east-1"
+    try:
+        client = make_client(endpoint=endpoint, region=region, path_style=path_style,
+                             access_key=access_key, secret_key=secret_key)
+    except ValueError as err:  # botocore's verdict on a malformed endpoint or region
+        raise ConfigError(redact(f"{url}: {err}")) from None
+    return S3Storage(client, bucket, prefix)
+
+
+def from_environment(environ, options) -> "S3Storage":
+    """Aviary's STORAGE_BACKEND=s3: its keys at the root of S3_BUCKET."""
+    bucket = environ.get("S3_BUCKET")
+    if not bucket:
+        raise ConfigError("STORAGE_BACKEND=s3 but S3_BUCKET is not set")
+    return from_url(f"s3://{bucket}", environ, options)
 
 
 def make_client(*, endpoint: str | None, region: str, path_style: bool,
@@ -38,6 +88,9 @@ def make_client(*, endpoint: str | None, region: str, path_style: bool,
 
 
 class S3Storage(Storage):
+    capabilities = Capabilities(server_side_copy=True, md5_etags=True, immutable_objects=True,
+                                connections=8)
+
     def __init__(self, client, bucket: str, prefix: str = ""):
         self.client = client
         self.bucket = bucket

@@ -459,7 +459,7 @@ def _checksum_ok(block: bytes, field: bytes) -> bool:
     except ValueError:
         return False
     # The checksum field itself counts as eight spaces.
-    unsigned = _byte_sum(block) - sum(field) + 8 * 32
+    unsigned = byte_sum(block) - sum(field) + 8 * 32
     if stored == unsigned:
         return True
     # Some historic tars summed signed chars.
@@ -467,7 +467,7 @@ def _checksum_ok(block: bytes, field: bytes) -> bool:
     return stored == unsigned - 256 * high
 
 
-def _byte_sum(block: bytes) -> int:
+def byte_sum(block: bytes) -> int:
     """sum(block), six times faster: Adler-32's low half is 1 + the byte sum
     modulo 65521, exact for 256 bytes (at most 65280)."""
     return (adler32(block[:256]) & 0xFFFF) + (adler32(block[256:]) & 0xFFFF) - 2

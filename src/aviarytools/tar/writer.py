@@ -19,7 +19,7 @@ import xxhash
 
 from aviarytools.errors import ArchiveError
 from aviarytools.tar.checksums import CHECKSUMS_NAME, format_line
-from aviarytools.tar.reader import _byte_sum, name_problem
+from aviarytools.tar.reader import byte_sum, name_problem
 
 BLOCK = 512
 # GNU tar writes in records of 20 blocks and pads the last one with zeros.
@@ -197,7 +197,7 @@ def _header(name: bytes, prefix: bytes, typeflag: bytes, size: int, mtime: int, 
             prefix,
         )
     )
-    block[148:156] = b"%06o\0 " % _byte_sum(block)
+    block[148:156] = b"%06o\0 " % byte_sum(block)
     return block
 
 

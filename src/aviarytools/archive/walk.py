@@ -1,0 +1,404 @@
+"""One pass over an archive: the only place that knows its kinds of member and its rules.
+
+Restore, `unpack -C`, `verify` and `doctor --against` each read an archive
+once, from the front.  They used to walk it each in their own way, with
+their own idea of a member the checksums do not list; now each is a
+`Consumer` of this walk, and the walk holds every rule:
+
+- metadata.json first and well formed (with its `aviarytools.schema`);
+- every name safe and no name twice;
+- every table a JSON array (or Aviary's `null`) of objects, no key twice;
+- vanished.ndjson records well formed, rmapi.conf files of a sane size;
+- at the end: every member against checksums.xxh128 (each listed member
+  read with its digest, each regular member listed), metadata.json's
+  totals against what the archive holds, and every user a row or a
+  document folder names present in users.json.
+
+Walking yields Findings as they are known (problems before the member they
+concern is handed over, where they can be); a tar stream that cannot be read
+on raises ArchiveError.  `verify` prints them; a
+restore or an extraction stops at the first problem (`raise_problems`),
+before anything is committed or renamed, so an archive verify rejects
+never restores.  An archive Aviary itself wrote (no checksums, no
+`aviarytools` object) passes as it always has.
+
+A consumer has, for each kind in layout.KINDS, a method `on_<kind>` or the
+kind in its `ignores`; a kind it has neither for stops the walk with a
+TypeError (tests/test_archive_walk.py holds every consumer to every kind).
+The content of tables, checksums and vanished records is read by the walk
+itself: a consumer takes a table's rows (`on_table(item, rows)`) or taps the
+bytes as they pass (`item.content.tap`); the content of other members is
+the consumer's to read, or not.  What is left unread is read (and hashed)
+by the walk after the handler returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import xxhash
+
+from .. import declared, schema
+from ..errors import ArchiveError, InputError
+from ..findings import PROBLEM, Finding, info, problem
+from ..model import Table
+from ..rowinput import RowSource
+from ..spill import SpillList, compare_digests
+from ..tar import Member, NameSet, member_name_problem
+from . import layout
+from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
+
+MAX_CONFIG_BYTES = 1 << 20
+
+METADATA_FIELDS = {
+    "aviary_version": str,
+    "export_timestamp": str,
+    "database_type": str,
+    "total_documents": int,
+    "total_size_bytes": int,
+    "exported_tables": (list, type(None)),
+    "total_users": int,
+}
+
+
+@dataclass
+class Item:
+    """A member handed to a consumer: the tar member, what it is, and its content
+    (hashed as it is read; `data` holds the bytes of metadata.json, read whole)."""
+
+    member: Member
+    entry: layout.Entry
+    content: HashedContent | None = None
+    data: bytes | None = None
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+
+class Consumer:
+    """What one command does with each kind of member (see the module's docstring)."""
+
+    ignores: frozenset[str] = frozenset()
+
+    def done(self, item: Item) -> None:
+        """Called once the walk has read all of a member's content."""
+
+    def take_findings(self) -> list[Finding]:
+        """Findings of the consumer's own since the last call, for the walk to yield
+        with its own (doctor --against compares as it goes)."""
+        return []
+
+
+class BrokenTable(ArchiveError):
+    """A table member stopped parsing: raised into the consumer reading its rows."""
+
+
+class Rows:
+    """The rows of a table member, checked as they are handed over: (position, row),
+    objects only; `where(position)` says where a row is.  Nothing is read before the
+    rows are asked for (or where() is), so that a consumer may tap the content first."""
+
+    def __init__(self, walk: "Walk", item: Item):
+        self.walk, self.item = walk, item
+        self.table = item.entry.table
+        self._source: RowSource | None = None
+        self.count = 0
+        self.done = False
+        model = walk.model(self.table)
+        self.key = model.primary_key if model else ()
+        self.owner = "updated_by" if self.table == "system_settings" else \
+            (schema.user_column(self.table) if self.table != "users" else None)
+        self._seen: set[int] = set()
+        self._rows = self._checked()
+
+    def __iter__(self):
+        return self._rows
+
+    @property
+    def source(self) -> RowSource:
+        if self._source is None:
+            self._source = RowSource(buffered(self.item.content), self.item.name)
+        return self._source
+
+    def where(self, position: int) -> str:
+        return self.source.where(position)
+
+    def _checked(self) -> Iterator[tuple[int, dict]]:
+        walk, name = self.walk, self.item.name
+        try:
+            for position, row in self.source:
+                self.count = position
+                if not isinstance(row, dict):
+                    walk.report(problem("table", f"item {position} is not a JSON object", name))
+                    continue
+                self._tally(position, row)
+                yield position, row
+        except InputError as e:
+            walk.report(problem("table", str(e).removeprefix(f"{name}: "), name))
+            self.done = True
+            raise BrokenTable(str(e)) from None
+        self.done = True
+
+    def _tally(self, position: int, row: dict) -> None:
+        tally = self.walk.tally
+        if self.key:
+            key = xxhash.xxh3_64_intdigest("\x00".join(str(row.get(c)) for c in self.key).encode())
+            if key in self._seen:
+                shown = ", ".join(f"{c}={row.get(c)}" for c in self.key)
+                self.walk.report(problem("duplicate-key", f"item {position}: duplicate key {shown}",
+                                         self.item.name))
+            self._seen.add(key)
+        if self.table == "users" and isinstance(row.get("id"), str):
+            tally.users.add(row["id"].lower())
+        owner = row.get(self.owner) if self.owner else None
+        if isinstance(owner, str):
+            tally.referenced.setdefault(owner.lower(), self.item.name)
+
+    def drain(self) -> None:
+        """Read (and check) the rows the consumer left."""
+        try:
+            for _ in self._rows:
+                pass
+        except BrokenTable:
+            pass
+
+
+@dataclass
+class Tally:
+    """What the content holds, to hold metadata and references against at the end."""
+
+    table_rows: dict[str, int] = field(default_factory=dict)
+    documents: int = 0
+    document_bytes: int = 0
+    configs: int = 0
+    config_bytes: int = 0
+    vanished: int = 0  # documents listed in metadata, deleted before pack read them
+    vanished_bytes: int = 0
+    users: set[str] = field(default_factory=set)
+    referenced: dict[str, str] = field(default_factory=dict)  # user id -> first member naming it
+    digests: SpillList = field(default_factory=SpillList)  # (member name, digest)
+    listed: SpillList | None = None  # checksums.xxh128's (name, digest)
+
+
+class Walk:
+    """Iterating walks the archive, handing members to `consumer`, yielding findings."""
+
+    def __init__(self, stream: BinaryIO, source: str, consumer: Consumer):
+        self.stream, self.source, self.consumer = stream, source, consumer
+        self.metadata: dict | None = None
+        self.declared: dict[str, Table] = {}
+        self.tally = Tally()
+        self._pending: list[Finding] = []
+        self._names = NameSet()
+
+    def report(self, finding: Finding) -> None:
+        self._pending.append(finding)
+
+    def model(self, table: str) -> Table | None:
+        """The table as the archive declares it, with Aviary's columns."""
+        return declared.union(schema.BY_NAME.get(table), self.declared.get(table))
+
+    def __iter__(self) -> Iterator[Finding]:
+        """The findings, as they are known.  An archive that cannot be read on (not a tar,
+        cut short, a corrupt header) raises ArchiveError, naming the place."""
+        try:
+            walk = members(self.stream, self.source)
+            first = next(walk, None)
+            if first is None:
+                raise ArchiveError("empty archive")
+            yield from self._first(first)
+            for member in walk:
+                yield from self._member(member)
+        except ArchiveError:
+            yield from self._flushed()
+            raise
+        yield from self._flushed()
+        yield from self._checked_against_checksums()
+        if self.metadata is not None:
+            yield from self._totals()
+        yield from self._references()
+
+    def _flushed(self) -> Iterator[Finding]:
+        found, self._pending = self._pending, []
+        yield from found
+        yield from self.consumer.take_findings()
+
+    # -- members -------------------------------------------------------------------
+
+    def _first(self, member: Member) -> Iterator[Finding]:
+        if member.name != layout.METADATA:
+            yield problem("metadata", f"{member.name}: expected {layout.METADATA} as the first member")
+            yield from self._member(member)
+            return
+        self._names.add(member.name)
+        try:
+            metadata, digest, data = read_metadata(member)
+        except ArchiveError as e:
+            yield problem("metadata", str(e), member.name)
+            return
+        self.tally.digests.append((member.name, digest))
+        yield from self._metadata_problems(metadata)
+        self.metadata = metadata
+        self._dispatch(Item(member, layout.Entry("metadata"), data=data), metadata)
+        yield from self._flushed()
+
+    def _metadata_problems(self, metadata: dict) -> Iterator[Finding]:
+        for name, kind in METADATA_FIELDS.items():
+            if name not in metadata:
+                yield problem("metadata", f"missing field {name}", layout.METADATA)
+            elif not isinstance(metadata[name], kind) or isinstance(metadata[name], bool):
+                yield problem("metadata", f"field {name} has the wrong type", layout.METADATA)
+        users = metadata.get("users_exported")
+        if users is not None and not (isinstance(users, list) and all(isinstance(u, str) for u in users)):
+            yield problem("metadata", "field users_exported is not a list of ids", layout.METADATA)
+        ours = metadata.get("aviarytools")
+        try:
+            self.declared = declared.tables_from_json(ours.get("schema") if isinstance(ours, dict) else None,
+                                                      f"{layout.METADATA}: aviarytools.schema")
+        except ArchiveError as e:
+            yield problem("metadata", str(e).removeprefix(f"{layout.METADATA}: "), layout.METADATA)
+
+    def _member(self, member: Member) -> Iterator[Finding]:
+        unsafe = member_name_problem(member)
+        if unsafe:
+            yield problem("unsafe-member", unsafe, member.name)
+            return
+        if not self._names.add(member.name):
+            yield problem("duplicate-member", "appears more than once in the archive", member.name)
+        entry = layout.classify(member.name, member.type)
+        if member.type != "file":
+            self._dispatch(Item(member, entry))
+            return
+        item = Item(member, entry, HashedContent(member))
+        yield from getattr(self, f"_{entry.kind}", self._plain)(item)
+        digest = item.content.finish()
+        if entry.kind != "checksums":  # the list does not list itself
+            self.tally.digests.append((member.name, digest))
+        self.consumer.done(item)
+        yield from self._flushed()
+
+    def _plain(self, item: Item) -> Iterator[Finding]:
+        if item.entry.kind == "unknown":
+            yield info("unknown-member", "not part of Aviary's layout", item.name)
+        self._dispatch(item)
+
+    def _table(self, item: Item) -> Iterator[Finding]:
+        rows = Rows(self, item)
+        try:
+            self._dispatch(item, rows)
+        except BrokenTable:
+            pass  # reported; the rest of the member is read as bytes
+        rows.drain()
+        self.tally.table_rows[item.entry.table] = rows.count
+        return iter(())
+
+    def _document(self, item: Item) -> Iterator[Finding]:
+        self.tally.documents += 1
+        self.tally.document_bytes += item.member.size
+        self.tally.referenced.setdefault(item.entry.user_id, item.name)
+        self._dispatch(item)
+        return iter(())
+
+    def _config(self, item: Item) -> Iterator[Finding]:
+        if item.member.size > MAX_CONFIG_BYTES:
+            yield problem("config", f"{item.member.size} bytes is too large for an rmapi.conf", item.name)
+            return
+        self.tally.configs += 1
+        self.tally.config_bytes += item.member.size
+        self._dispatch(item)
+
+    def _checksums(self, item: Item) -> Iterator[Finding]:
+        self._dispatch(item)  # a consumer may tap what the walk reads
+        self.tally.listed = parse_checksum_member(item.content, item.name)
+        return iter(())
+
+    def _metadata(self, item: Item) -> Iterator[Finding]:
+        yield problem("metadata", f"must be the first member, not member {len(self._names)}", item.name)
+
+    def _checked_against_checksums(self) -> Iterator[Finding]:
+        """Every member against the list (the archive's end)."""
+        if self.tally.listed is None:
+            yield info("checksums", f"no {layout.CHECKSUMS} member: content not checked")
+            return
+        for name, actual, listed in compare_digests(self.tally.listed, self.tally.digests):
+            if listed is None:
+                yield problem("checksums", f"not listed in {layout.CHECKSUMS}", name)
+            elif actual is None:
+                yield problem("checksums", f"listed in {layout.CHECKSUMS} but missing from the archive", name)
+            else:
+                yield problem("checksums", f"XXH128 mismatch (archive corrupt): archive has {actual},"
+                              f" {layout.CHECKSUMS} says {listed}", name)
+
+    def _vanished(self, item: Item) -> Iterator[Finding]:
+        self._dispatch(item)
+        reader = buffered(item.content)
+        before = self.tally.vanished
+        for number, line in enumerate(iter(lambda: reader.readline(1 << 16), b""), 1):
+            try:
+                record = json.loads(line)
+                size = record["size"]
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                yield problem("vanished", f"line {number}: not a {{\"member\", \"size\"}} record", item.name)
+                continue
+            self.tally.vanished += 1
+            self.tally.vanished_bytes += size
+        if self.tally.vanished > before:
+            yield info("vanished", f"{self.tally.vanished - before} document(s) were deleted while pack ran:"
+                       " not in the archive", item.name)
+
+    def _dispatch(self, item: Item, *args) -> None:
+        kind = item.entry.kind
+        handler = getattr(self.consumer, f"on_{kind}", None)
+        if handler is not None:
+            handler(item, *args)
+        elif kind not in self.consumer.ignores:
+            raise TypeError(f"{type(self.consumer).__name__} does not say what to do with a {kind} member")
+
+    # -- the end of the archive ------------------------------------------------------
+
+    def _totals(self) -> Iterator[Finding]:
+        metadata, tally = self.metadata, self.tally
+        ours = metadata.get("aviarytools")
+        documents, size = tally.documents + tally.vanished, tally.document_bytes + tally.vanished_bytes
+        expected = {
+            "total_documents": (documents,), "total_size_bytes": (size,),
+            "total_users": (tally.table_rows.get("users", 0),),
+        }
+        if not isinstance(ours, dict):  # Aviary's own archive: old versions may count rmapi.conf files too
+            expected["total_documents"] += (documents + tally.configs,)
+            expected["total_size_bytes"] += (size + tally.config_bytes,)
+        if "api_keys" in tally.table_rows or metadata.get("total_api_keys"):
+            expected["total_api_keys"] = (tally.table_rows.get("api_keys", 0),)
+        for name, actual in expected.items():
+            claimed = metadata.get(name)
+            if isinstance(claimed, int) and not isinstance(claimed, bool) and claimed not in actual:
+                yield problem("totals", f"metadata says {name} {claimed}, the archive holds {actual[0]}",
+                              layout.METADATA)
+        table_rows = ours.get("table_rows", {}) if isinstance(ours, dict) else {}
+        for table, claimed in table_rows.items() if isinstance(table_rows, dict) else ():
+            actual = tally.table_rows.get(table)
+            if actual != claimed:
+                yield problem("totals", f"metadata says {claimed} rows, the archive holds {actual}",
+                              layout.table_member(table))
+
+    def _references(self) -> Iterator[Finding]:
+        tally = self.tally
+        if "users" not in tally.table_rows and not tally.users:
+            return  # a --no-db or --tables archive: nothing to hold references against
+        for user_id, member in sorted(tally.referenced.items()):
+            if user_id not in tally.users:
+                yield problem("references", f"user {user_id} is not in database/users.json", member)
+
+
+def raise_problems(findings: Iterator[Finding]) -> None:
+    """Walk to the end; the first problem found is raised as an ArchiveError (one line,
+    naming the member): for the commands that must not act on a damaged archive."""
+    for finding in findings:
+        if finding.severity == PROBLEM:
+            raise ArchiveError(f"{finding.subject}: {finding.detail}" if finding.subject else finding.detail)
