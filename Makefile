@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: install test bench man demo faults clean
+.PHONY: install test lint bench bench-tools man demo faults clean
 
 install: $(VENV)/.installed
 
@@ -15,11 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
-test: install man
+test: install man lint
 	$(PY) -m pytest -q
 
-bench: install
+lint: install
+	$(PY) -m ruff check src tests bench
+
+bench: install bench-tools
 	$(PY) bench/run.py
+
+# rclone and the AWS CLI (own venv, .venv/tools/awscli): peers of the S3 rows only.
+bench-tools: install
+	PYTHON=$(PYTHON) scripts/install-bench-tools
 
 man:
 	scripts/check-man

@@ -1,16 +1,22 @@
 """Our commands against the standard tool doing the same job, on the same data.
 
-    .venv/bin/python bench/run.py                  # 100,000 and 1,000,000 rows
-    .venv/bin/python bench/run.py --quick          # 20,000-row smoke run
+    .venv/bin/python bench/run.py                  # every section: tables, archives, S3
+    .venv/bin/python bench/run.py --quick          # 20,000 rows, 20 MB archive, and S3
     .venv/bin/python bench/run.py --rows 500000 -v
+    .venv/bin/python bench/run.py --no-tables --no-archives   # the S3 section alone
+    .venv/bin/python bench/run.py --only 'pack from S3, 20 ms'
 
 Prints, per row of the table, the best-of-N wall time of our command and of
-the peer tool, their ratio, our peak RSS (largest process of the command's
-tree, from /usr/bin/time) and PASS/MISS against the targets.  Speed is
-measured here and never asserted: the exit status is 0 unless a command
-fails.  Each section (table streams now, archives later) is a function in
-SECTIONS calling `bench.compare`.  Setup (data generation, loading the
-databases the dumps read) is not timed.
+the peer tool (or tools), their ratio, our peak RSS (largest process of the
+command's tree, from /usr/bin/time) and PASS/MISS against the targets.  Speed
+is measured here and never asserted: the exit status is 0 unless a command
+fails.  Three sections, each a function calling `bench.compare` or
+`bench.compare_peers`: table streams (PostgreSQL and SQLite; SECTIONS, per row
+count), archives (a folder and SQLite; per size) and S3 (bench/s3.py: SeaweedFS
+behind a latency proxy, against the AWS CLI and rclone from
+scripts/install-bench-tools).  --no-tables, --no-archives and --no-s3 leave a
+section out; --only TEXT keeps the rows whose name contains TEXT.  Setup (data
+generation, loading the databases the dumps read) is not timed.
 """
 
 import argparse
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import PostgresServer  # noqa: E402
 
+import s3  # noqa: E402
+
 MEMORY_LIMIT_MB = 100
 FLAT_GROWTH = 1.2  # peak at the largest size at most 20 % above the smallest
 
@@ -43,6 +52,8 @@ class CommandFailed(Exception):
 
 
 class Bench:
+    Failed = CommandFailed  # for checks in other modules (bench/s3.py)
+
     def __init__(self, workdir: Path, repeat: int, budget: float, verbose: bool, only: str = ""):
         self.dir, self.repeat, self.budget, self.verbose = workdir, repeat, budget, verbose
         self.only = only  # run only the rows whose name contains this text
@@ -54,9 +65,14 @@ class Bench:
         self.peaks: dict[str, dict[int, float]] = {}  # row name -> size -> our peak MB
         self.size = 0
 
-    def section(self, title: str) -> None:
+    def section(self, title: str, peers: tuple[str, ...] = ()) -> None:
+        """Title and column heads: for `compare`, or for `compare_peers` with these peers."""
         print(f"\n{title}")
-        print(f"  {'':34} {'ours':>8} {'peer':>8} {'ratio':>7} {'target':>7} {'peak':>7}  result")
+        if peers:
+            print(f"  {'':34} {'ours':>8}" + "".join(f" {peer:>8}" for peer in peers)
+                  + "".join(f" {'/' + peer:>7}" for peer in peers) + f" {'peak':>7}  result")
+        else:
+            print(f"  {'':34} {'ours':>8} {'peer':>8} {'ratio':>7} {'target':>7} {'peak':>7}  result")
 
     def compare(self, name, ours_cmd, peer_cmd, target_ratio=None, *, prepare=None, check=None, repeat=None):
         """Best-of-N wall time of both commands; one table row.  `prepare` runs
@@ -80,32 +96,56 @@ class Bench:
             print(f"      ours: {ours_cmd}\n      peer: {peer_cmd}")
         sys.stdout.flush()
 
+    def compare_peers(self, name, ours_cmd, peers: dict[str, str], targets: dict[str, Callable[[float], bool]],
+                      *, memory_limit=MEMORY_LIMIT_MB, prepare=None, check=None, repeat=None):
+        """`compare` against several peers ({label: command}): one row of wall
+        times, ratios ours/peer and a verdict.  `targets` maps a label to the test
+        its ratio must pass (none: speed shown, not judged).  `prepare` and
+        `check` may be lists, one per command, ours first."""
+        if self.only not in name:
+            return
+        (ours, peak), *theirs = self._best(ours_cmd, *peers.values(), prepare=prepare, check=check,
+                                           repeat=repeat or self.repeat)
+        ratios = {label: ours / wall for label, (wall, _) in zip(peers, theirs)}
+        misses = [f"speed vs {label}" for label, passes in targets.items() if not passes(ratios[label])]
+        misses += ["memory"] if peak >= memory_limit else []
+        verdict = f"MISS ({', '.join(misses)})" if misses else "PASS" if targets else "info"
+        print(f"  {name:34} {ours:7.2f}s" + "".join(f" {wall:7.2f}s" for wall, _ in theirs)
+              + "".join(f" {ratio:6.2f}x" for ratio in ratios.values()) + f" {peak:4.0f} MB  {verdict}")
+        if self.verbose:
+            print(f"      ours: {ours_cmd}" + "".join(f"\n      {label}: {cmd}" for label, cmd in peers.items()))
+        sys.stdout.flush()
+
     def _best(self, *cmds, prepare, check, repeat):
         """(best wall time, highest peak) of each command over `repeat` rounds,
         fewer once a command has used up its time budget (best of 3 where
         cheap).  The commands take turns, so that other work on the machine
-        weighs on ours and the peer's alike."""
+        weighs on ours and the peer's alike.  `prepare` and `check`: one for
+        all commands, or a list of one per command."""
+        prepares, checks = (hook if isinstance(hook, list) else [hook] * len(cmds) for hook in (prepare, check))
         best, peak, spent = [float("inf")] * len(cmds), [0.0] * len(cmds), [0.0] * len(cmds)
         for _ in range(repeat):
             for i, cmd in enumerate(cmds):
-                if prepare:
-                    prepare()
+                if prepares[i]:
+                    prepares[i]()
                 wall, rss = self.run(cmd)
-                if check:
-                    check()
+                if checks[i]:
+                    checks[i]()
                 best[i], peak[i], spent[i] = min(best[i], wall), max(peak[i], rss), spent[i] + wall
             if max(spent) >= self.budget:
                 break
         return list(zip(best, peak))
 
     def run(self, cmd: str) -> tuple[float, float]:
-        """(wall seconds, peak RSS MB) of `sh -c cmd`; raises CommandFailed.
+        """(wall seconds, peak RSS MB) of `bash -o pipefail -c cmd`; raises CommandFailed,
+        also when any command of a pipeline fails (`pack | cat` exits with cat's status).
 
         Peak RSS comes from /usr/bin/time: wait4 straight from this process would
         report our own RSS too (a vforked child's maxrss starts at its parent's)."""
         with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
             start = time.perf_counter()
-            proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, "/bin/sh", "-c", cmd],
+            proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name,
+                                     "/bin/bash", "-o", "pipefail", "-c", cmd],
                                     env=self.env, cwd=self.dir, stdin=subprocess.DEVNULL, stderr=err,
                                     start_new_session=True)
             try:
@@ -338,8 +378,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per command (best is kept)")
     parser.add_argument("--budget", type=float, default=60, help="seconds per command after which no more runs start")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each command")
-    parser.add_argument("--no-archives", action="store_true", help="table streams only")
-    parser.add_argument("--no-tables", action="store_true", help="archives only")
+    parser.add_argument("--no-archives", action="store_true", help="leave out the archives")
+    parser.add_argument("--no-tables", action="store_true", help="leave out the table streams")
+    parser.add_argument("--no-s3", action="store_true", help="leave out S3 (SeaweedFS, aws, rclone)")
     parser.add_argument("--only", default="", metavar="TEXT",
                         help="run only the rows whose name contains TEXT, e.g. 'load-table postgres'")
     args = parser.parse_args()
@@ -353,7 +394,8 @@ def main() -> int:
     (workdir / "pg").mkdir()
     bench = Bench(workdir, args.repeat, args.budget, args.verbose, args.only)
     try:
-        server.start()
+        if not args.no_tables:  # the only section using PostgreSQL
+            server.start()
         sqlite_version = subprocess.run(["sqlite3", "--version"], capture_output=True, text=True).stdout.split()[0]
         print(f"aviarytools bench: PostgreSQL 15, SQLite {sqlite_version}, {os.cpu_count()} CPUs,"
               f" load average {os.getloadavg()[0]:.1f}; wall seconds, our peak RSS")
@@ -369,6 +411,8 @@ def main() -> int:
                 bench.size = megabytes
                 archives(bench, megabytes)
             bench.memory_summary(archive_sizes, " MB")
+        if not args.no_s3:
+            s3.section(bench)
         print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on this machine skews wall times)")
     except CommandFailed as e:
         print(f"\nFAILED: {e}", file=sys.stderr)
