@@ -103,6 +103,34 @@ class SpillList:
         self._memory = []
 
 
+def sorted_records(records, limit: int | None = None) -> Iterator[tuple]:
+    """Tuples sorted by their first item (a string, as UTF-8 bytes); past `limit`
+    (SPILL_AFTER) records they are sorted in a private temporary SQLite database,
+    so memory stays flat however many there are (an S3 listing of a million keys)."""
+    limit = SPILL_AFTER if limit is None else limit
+    records = iter(records)
+    first = []
+    for record in records:
+        first.append(record)
+        if len(first) > limit:
+            break
+    else:
+        yield from sorted(first, key=lambda r: _b(r[0]))
+        return
+    import sqlite3  # here: only very large listings get this far
+
+    db = sqlite3.connect("", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = OFF")
+        db.execute("CREATE TABLE r (k BLOB, record BLOB)")
+        rows = ((_b(r[0]), marshal.dumps(r)) for chunk in (first, records) for r in chunk)
+        db.executemany("INSERT INTO r VALUES (?, ?)", rows)
+        for (record,) in db.execute("SELECT record FROM r ORDER BY k"):
+            yield marshal.loads(record)
+    finally:
+        db.close()
+
+
 def compare_digests(listed: SpillList, read: SpillList) -> Iterator[tuple[str, str | None, str | None]]:
     """(name, digest read, digest listed) for every name whose two differ: a
     listed name that was not read has None read, one read but not listed None

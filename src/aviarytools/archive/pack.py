@@ -15,8 +15,6 @@ from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Iterable, Iterator
 
-import xxhash
-
 from .. import __version__, declared, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject
@@ -27,11 +25,6 @@ from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
 from . import layout
 from .restore import canonical_ids
-
-# Documents are read into two buffers of this size, reused from file to file;
-# from this size on, a document is read ahead by a second thread.
-_READ_SIZE = 1 << 20
-_AHEAD_SIZE = 256 << 10
 
 @dataclass(frozen=True)
 class PackOptions:
@@ -240,7 +233,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             dirs.before(member)
             with closing(db.rows(db.table(name), queries[name])) as lines:
                 writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
-        for info, chunks, hasher in _documents(storage, files):
+        for info, chunks, hasher in storage.read_ahead(files) if storage is not None and files else ():
             user_id, path = layout.document_of_key(info.key)
             member = layout.document_member(user_id, path)
             dirs.before(member)
@@ -270,101 +263,6 @@ def _still_there(content: Iterator[bytes]) -> Iterator[bytes] | None:
     except MissingObject:
         return None
     return itertools.chain((first,), content)
-
-
-def _documents(storage: Storage | None, files: Listing) -> Iterator[tuple[ObjectInfo, Iterator[bytes], object]]:
-    """(object, its bytes, their XXH128 hasher) for every document, in order;
-    each one's bytes are to be used up (written) before the next is asked for,
-    and the hasher has seen every chunk before it is handed over.
-
-    From a folder, documents are read into two buffers that take turns, so no
-    memory is allocated per chunk.  A large document's first buffer-full is
-    read and hashed by a second thread while the one before is written from
-    the other buffer (os.readv and xxhash let go of the GIL, so this overlaps
-    writing); its errors (a vanished file) come out in order, as the
-    document's own.  Small documents are read in turn: handing them over
-    would cost more than it saves.
-    """
-    if storage is None:
-        return
-    if not storage.capabilities.reads_into:
-        for info in files:
-            hasher = xxhash.xxh3_128()
-            yield info, _hashing(storage.read(info.key), hasher), hasher
-        return
-    read_into = storage.read_into
-    buffers = (bytearray(_READ_SIZE), bytearray(_READ_SIZE))
-    asked = ready = None
-    read_ahead = False  # whether the document at hand was read ahead
-    try:
-        for index, (info, following) in enumerate(_with_next(files)):
-            if read_ahead:
-                chunks, first, error, hasher = ready.get()
-                content = _read_ahead(chunks, first, error, hasher)
-            else:
-                hasher = xxhash.xxh3_128()
-                content = _hashing(read_into(info.key, buffers[index % 2]), hasher)
-            # The other buffer is free: the document before this one has been written.
-            read_ahead = following is not None and following.size >= _AHEAD_SIZE
-            if read_ahead:
-                if asked is None:
-                    asked, ready = _read_ahead_thread(read_into, buffers)
-                asked.put((following.key, (index + 1) % 2))
-            yield info, content, hasher
-    finally:
-        if asked is not None:
-            asked.put(None)
-
-
-def _with_next(items: Iterable) -> Iterator[tuple]:
-    """(item, the item after it or None) for every item."""
-    iterator = iter(items)
-    current = next(iterator, None)
-    while current is not None:
-        following = next(iterator, None)
-        yield current, following
-        current = following
-
-
-def _read_ahead_thread(read_into, buffers):
-    """A thread that reads the first buffer-full of the document whose (key,
-    buffer index) is put in `asked`, and puts (chunks, first chunk, error,
-    hasher that has seen the first chunk) in `ready`."""
-    import queue
-    import threading
-
-    asked: queue.SimpleQueue = queue.SimpleQueue()
-    ready: queue.SimpleQueue = queue.SimpleQueue()
-
-    def read_ahead() -> None:
-        while (job := asked.get()) is not None:
-            key, buffer = job
-            chunks = read_into(key, buffers[buffer])
-            hasher = xxhash.xxh3_128()
-            try:
-                first = next(chunks, None)
-                if first is not None:
-                    hasher.update(first)
-                ready.put((chunks, first, None, hasher))
-            except BaseException as error:  # handed over, raised where the document is read
-                ready.put((None, None, error, None))
-
-    threading.Thread(target=read_ahead, name="pack-read-ahead", daemon=True).start()
-    return asked, ready
-
-
-def _read_ahead(chunks, first, error, hasher) -> Iterator[bytes]:
-    if error is not None:
-        raise error
-    if first is not None:
-        yield first  # hashed already, by the thread that read it
-        yield from _hashing(chunks, hasher)
-
-
-def _hashing(chunks: Iterable[bytes], hasher) -> Iterator[bytes]:
-    for chunk in chunks:
-        hasher.update(chunk)
-        yield chunk
 
 
 def _changed_check(storage: Storage, info: ObjectInfo, chunks: Iterable[bytes] | None = None) -> Iterator[bytes]:

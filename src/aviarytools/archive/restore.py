@@ -82,6 +82,8 @@ class Restore(Consumer):
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
                 raise_problems(Walk(stream, source, self))
+                if self.storage is not None:
+                    self.storage.settle()  # every staged document complete (uploads may still be going)
                 if self.use_db:
                     self._apply_configs()
                     self._apply_tables()
@@ -195,8 +197,8 @@ class Restore(Consumer):
         if self.options.dry_run:
             return
         staged = self.prefix + key
-        self.storage.write(staged, item.content.views(), item.member.size, sync_follows=self.options.sync)
-        self.staged_objects.append((staged, key))
+        self.staged_objects.append((staged, key))  # first: a failed put is cleaned up too
+        self.storage.put(staged, item.content.views(), item.member.size, sync_follows=self.options.sync)
 
     def on_config(self, item: Item) -> None:
         entry = item.entry
@@ -261,16 +263,21 @@ class Restore(Consumer):
 
     def _promote_objects(self) -> None:
         # A user whose folder the target does not have yet (a first restore, a
-        # migration) gets the whole staged folder in one move, not a move per document.
+        # migration) gets the whole staged folder in one move, where the storage can.
         whole = self.storage.capabilities.moves_folders
         moved: dict[str, bool] = {}
-        for staged, key in self.staged_objects:
-            folder = layout.storage_key(layout.document_of_key(key)[0], "")
-            if whole and folder not in moved:
-                moved[folder] = self.storage.promote_folder(self.prefix + folder, folder)
-            if not moved.get(folder):
-                self.storage.promote(staged, key)
+
+        def one_by_one():
+            for staged, key in self.staged_objects:
+                folder = layout.storage_key(layout.document_of_key(key)[0], "")
+                if whole and folder not in moved:
+                    moved[folder] = self.storage.promote_folder(self.prefix + folder, folder)
+                if not moved.get(folder):
+                    yield staged, key
+
+        self.storage.promote_many(one_by_one())  # side by side, where the storage can
         self.staged_objects.clear()
+        self.storage.clear_prefix(self.prefix)
 
     def _sync_storage(self) -> None:
         if self.storage is not None and self.options.sync:
@@ -278,13 +285,16 @@ class Restore(Consumer):
 
     def _discard_staged_objects(self) -> int:
         """Delete the staged objects; how many could not be (the storage is down)."""
-        left = 0
-        for number, (staged, _) in enumerate(self.staged_objects):
-            try:
-                self.storage.delete(staged)
-            except Exception:  # the failure being reported matters more; the rest would fail too
-                left = len(self.staged_objects) - number
-                break
+        if self.storage is None:
+            return 0
+        left = len(self.staged_objects)
+        try:
+            self.storage.discard()  # uploads still under way end first
+            self.storage.delete_many(staged for staged, _ in self.staged_objects)
+            self.storage.clear_prefix(self.prefix)
+            left = 0
+        except Exception:  # the failure being reported matters more
+            pass
         self.staged_objects.clear()
         return left
 
@@ -294,16 +304,15 @@ class Restore(Consumer):
         if not self.storage.exists():
             return  # a dry run into a folder not made yet: nothing there can be stale
         prefixes = [f"users/{u}/pdfs/" for u in self.user_ids] if self.user_ids is not None else ["users/"]
-        stale = [
-            info.key
-            for prefix in prefixes
-            for info in self.storage.list(prefix)
-            if layout.document_of_key(info.key) and info.key not in self.restored_keys
-        ]
+        stale = SpillList()
+        for prefix in prefixes:
+            for info in self.storage.list(prefix):
+                if layout.document_of_key(info.key) and info.key not in self.restored_keys:
+                    stale.append((info.key,))
         self.summary.stale_documents = len(stale)
         if delete:
-            for key in stale:
-                self.storage.delete(key)
+            self.storage.delete_many(key for (key,) in stale)
+        stale.clear()
 
 
 def canonical_ids(ids) -> tuple[str, ...] | None:

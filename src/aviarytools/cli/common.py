@@ -202,17 +202,19 @@ def storage_options(command):
         click.option("--s3-region", metavar="NAME", help="S3 region [default: $S3_REGION or us-east-1]."),
         click.option("--s3-path-style", is_flag=True, default=None,
                      help="Path-style S3 addressing (MinIO, SeaweedFS) [default: $S3_FORCE_PATH_STYLE]."),
+        click.option("--s3-concurrency", metavar="N", type=click.IntRange(1, 256),
+                     help="S3 requests in flight at once [default: $AVIARY_S3_CONCURRENCY or 16]."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def open_storage(storage_url, s3_endpoint, s3_region, s3_path_style):
+def open_storage(storage_url=None, **settings):
+    """The storage --storage and its settings (storage_options) name, or Aviary's."""
     from ..storage import resolve_storage
 
-    return resolve_storage(storage_url, s3_endpoint=s3_endpoint, s3_region=s3_region,
-                           s3_path_style=s3_path_style)
+    return resolve_storage(storage_url, **{k: v for k, v in settings.items() if v is not None})
 
 
 def archive_argument(command):

@@ -19,8 +19,7 @@ from .common import closing, db_option, fail_on_option, failing, input_name, ope
 @click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
 @fail_on_option
 @progress_option
-def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, deep, archive, users, as_json,
-            fail_on, progress):
+def command(db_url, deep, archive, users, as_json, fail_on, progress, **storage):
     """Check the live database and documents; exit 0 healthy, 1 problems.
 
     Problems (data lost or a reference broken): SQLite's integrity and
@@ -42,7 +41,7 @@ def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, deep, ar
         raise click.UsageError("--deep does not apply with --against (which reads every archived document)")
     if users and archive is None:
         raise click.UsageError("--user applies with --against only")
-    storage = open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
+    storage = open_storage(**storage)
     db = open_db(db_url)
     meter = Progress("doctor", progress)
     with closing(db), storage:

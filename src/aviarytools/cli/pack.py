@@ -27,8 +27,7 @@ from .common import closing, comma_list, db_option, info, warn, open_db, open_st
 @click.option("--redact", is_flag=True,
               help="An export without secrets: no password hashes, rmapi_config, key or token hashes, reset tokens.")
 @progress_option
-def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, output, compress,
-            tables, no_db, no_files, redact, progress):
+def command(db_url, users, output, compress, tables, no_db, no_files, redact, progress, **storage):
     """Write the database and the documents as one tar stream.
 
     The layout is Aviary's own (metadata.json first, database/<table>.json,
@@ -44,7 +43,7 @@ def command(db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, o
     if output is None and sys.stdout.isatty():
         raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
     options = PackOptions(tuple(users) if users else None, comma_list(tables), not no_files, redact)
-    storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
+    storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     with _output(output) as out:
         meter = Progress("pack", progress)

@@ -29,8 +29,8 @@ from .common import archive_argument, closing, comma_list, db_option, info, inpu
               help="Restore into tables that lack some of the archive's columns, dropping those "
               "columns' values (each is named); without it such a restore stops before writing.")
 @progress_option
-def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_path_style, users, mode,
-            tables, no_db, no_files, create_schema, dry_run, no_sync, accept_column_loss, progress):
+def command(archive, directory, db_url, users, mode, tables, no_db, no_files, create_schema, dry_run, no_sync,
+            accept_column_loss, progress, **storage):
     """Restore ARCHIVE (default: stdin; plain or gzip) into a database and storage.
 
     The database part is one transaction: any bad row, corrupt member or
@@ -47,7 +47,7 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
     stream = CountingReader(archive, meter)
     source = input_name(archive)
     if directory:
-        _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
+        _refuse_restore_options(db_url, storage["storage_url"], users, tables, no_db, no_files, create_schema,
                                 dry_run, no_sync, accept_column_loss, mode)
         summary = extract(stream, source, directory)
         meter.done()
@@ -57,7 +57,7 @@ def command(archive, directory, db_url, storage_url, s3_endpoint, s3_region, s3_
 
     options = RestoreOptions(mode, tuple(users) if users else None, _tables(tables), not no_db,
                              not no_files, create_schema, dry_run, not no_sync, accept_column_loss)
-    storage = None if no_files else open_storage(storage_url, s3_endpoint, s3_region, s3_path_style)
+    storage = None if no_files else open_storage(**storage)
     db = None if no_db else _open_target(db_url, create_schema, dry_run)
     with closing(db) if db else _nothing():
         summary = restore(stream, source, db, storage, options, warn)

@@ -22,7 +22,7 @@ __all__ = ["INFO", "PROBLEM", "WARNING", "Finding", "check_installation", "compa
 
 
 def check_installation(db: Database, storage: Storage | None, *, deep: bool = False,
-                       now_ns: int | None = None, workers: int | None = None,
+                       now_ns: int | None = None,
                        progress=None) -> Iterator[Finding]:
     """Every problem found in the database and the storage, then information."""
     now_ns = time.time_ns() if now_ns is None else now_ns
@@ -32,7 +32,7 @@ def check_installation(db: Database, storage: Storage | None, *, deep: bool = Fa
         rows = document_rows(db)
     tally = StorageTally()
     if storage is not None:
-        yield from check_storage(storage, users, tally, deep=deep, workers=workers, progress=progress)
+        yield from check_storage(storage, users, tally, deep=deep, progress=progress)
     for user_id, name in sorted(users.items(), key=lambda item: (item[1], item[0])):
         files = tally.users.get(user_id, UserFiles())
         count, size = rows.get(user_id, (0, 0))

@@ -24,7 +24,6 @@ are listed.
 
 import json
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterator
 
 import xxhash
@@ -34,7 +33,7 @@ from ..archive import layout
 from ..archive.inspect import canonical_line
 from ..archive.walk import BrokenTable, Consumer, Item, Walk
 from ..db import Database
-from ..errors import InputError, StorageError
+from ..errors import InputError, MissingObject, StorageError
 from ..findings import LIMIT, Capped, Finding, info, problem, short
 from ..model import Kind, Table
 from ..query import Query, quote_ident, quote_literal
@@ -42,7 +41,6 @@ from ..storage import Storage
 from ..values import canonical_uuid, coerce
 from .storage import read_object
 
-WINDOW = 8  # documents whose live copy is being read while the archive moves on
 _MISSING = object()
 
 
@@ -364,14 +362,12 @@ class Comparison(Consumer):
 
     ignores = frozenset(("metadata", "vanished", "checksums", "dir", "ignored", "unknown"))
 
-    def __init__(self, db: Database, storage: Storage | None, user_ids: tuple[str, ...] | None,
-                 workers: int = 4):
+    def __init__(self, db: Database, storage: Storage | None, user_ids: tuple[str, ...] | None):
         self.db, self.storage, self.user_ids = db, storage, user_ids
         self.live_tables = set(db.table_names())
         self.configs = _Configs()
         self.compared: set[str] = set()
         self.archived_keys: set[str] = set()
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="doctor-against") if storage else None
         self.pending: deque = deque()
         self.found: list[Finding] = []
         self.files = dict(archived=0, equal=0, differ=0, missing=0, unreadable=0, extra=0)
@@ -383,8 +379,8 @@ class Comparison(Consumer):
             self._settle_all()
             yield from self.take_findings()
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(cancel_futures=True)
+            for *_, future in self.pending:
+                future.cancel()
         yield from self.configs.rest()
         yield from self._extra_files()
         for cap in self.caps.values():
@@ -438,19 +434,19 @@ class Comparison(Consumer):
             return
         key = layout.storage_key(entry.user_id, entry.path)
         self.archived_keys.add(key)
-        future = self.pool.submit(self._live_digest, key)
+        future = self.storage.transfers.submit(self._live_digest, key)
         archived = item.content.finish()
         self.pending.append((key, item.member.size, archived, future))
-        while len(self.pending) > WINDOW:
+        while len(self.pending) > self.storage.transfers.limit * 2:
             self._settle(*self.pending.popleft())
 
     def _live_digest(self, key: str):
         """(size, XXH128) of the live object, None if there is none, or the error text."""
         try:
-            if self.storage.stat(key) is None:
-                return None
             hasher = xxhash.xxh3_128()
             size = read_object(self.storage, key, hasher.update)
+        except MissingObject:
+            return None
         except StorageError as err:
             return str(err)
         except OSError as err:  # not every reader translates every error

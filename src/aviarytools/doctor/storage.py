@@ -13,7 +13,6 @@ import re
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -77,24 +76,21 @@ class _Read:
 
 
 class DeepReader:
-    """Reads objects end to end, `workers` at a time, reporting in listing order."""
+    """Reads objects end to end, as many at a time as the storage takes requests
+    (its transfers), reporting in listing order."""
 
-    def __init__(self, storage: Storage, workers: int | None = None, progress=None):
+    def __init__(self, storage: Storage, progress=None):
         self.storage = storage
         self.capabilities = storage.capabilities
-        workers = workers or self.capabilities.connections
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="doctor-read") if workers > 1 else None
-        self.window = workers * 4
+        self.transfers = storage.transfers
+        self.window = self.transfers.limit * 4
         self.pending: deque = deque()
         self.progress = progress
         self.objects = self.bytes = self.unreadable = 0
         self.started = time.monotonic()
 
     def submit(self, obj: ObjectInfo) -> Iterator[Finding]:
-        if self.pool is None:
-            yield from self._settle(obj, self._read(obj))
-            return
-        self.pending.append((obj, self.pool.submit(self._read, obj)))
+        self.pending.append((obj, self.transfers.submit(self._read, obj)))
         while len(self.pending) > self.window:
             obj, future = self.pending.popleft()
             yield from self._settle(obj, future.result())
@@ -103,8 +99,6 @@ class DeepReader:
         while self.pending:
             obj, future = self.pending.popleft()
             yield from self._settle(obj, future.result())
-        if self.pool is not None:
-            self.pool.shutdown()
         seconds = max(time.monotonic() - self.started, 1e-6)
         yield info("deep-read", f"{self.objects} objects, {self.bytes} bytes read in {seconds:.1f} s"
                    f" ({self.bytes / seconds / 1e6:.0f} MB/s), {self.unreadable} unreadable")
@@ -165,14 +159,14 @@ class StorageTally:
 
 
 def check_storage(storage: Storage, users: dict[str, str], tally: StorageTally, *, deep: bool = False,
-                  workers: int | None = None, progress=None) -> Iterator[Finding]:
+                  progress=None) -> Iterator[Finding]:
     """Every storage problem found; documents per user counted into `tally`."""
     yield from irregular_entries(storage)
     # Odd but working: Aviary serves its documents all the same.
     folders = Capped("user-folder", severity=WARNING)
     outside = Capped("layout", severity=WARNING)
     empty = Capped("empty-document", severity=WARNING)
-    reader = DeepReader(storage, workers, progress) if deep else None
+    reader = DeepReader(storage, progress) if deep else None
     folder: _Folder | None = None
     try:
         for obj in storage.list(""):

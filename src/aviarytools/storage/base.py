@@ -6,7 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import xxhash
+
 from aviarytools.errors import MissingObject, StorageError, redact
+
+from .transfers import Transfers
 
 CHUNK_SIZE = 1 << 20
 
@@ -93,6 +97,56 @@ class Storage(ABC):
         self.write(key, self.read(staged_key), info.size if info else None)
         self.delete(staged_key)
 
+    # -- many objects at once: side by side where the backend can (transfers.py) ----------
+
+    @property
+    def transfers(self) -> Transfers:
+        """The storage's one bound on requests in flight (capabilities.connections)."""
+        if getattr(self, "_transfers", None) is None:
+            self._transfers = Transfers(self.capabilities.connections, name=type(self).__name__)
+        return self._transfers
+
+    def read_ahead(self, objects: Iterable[ObjectInfo]) -> Iterator[tuple[ObjectInfo, Iterator[bytes], object]]:
+        """(object, its bytes, an XXH128 hasher) for each object, in the order given.
+
+        Each one's bytes are to be used up before the next object is asked for;
+        the hasher has seen every chunk before it is handed over (a backend may
+        hash in the thread that reads).  A backend may read the objects that
+        follow while the caller works: within capabilities.connections requests
+        and the transfers' byte budget.  An object's error (MissingObject, when
+        it was deleted meanwhile) is raised from its bytes, in order."""
+        for info in objects:
+            hasher = xxhash.xxh3_128()
+            yield info, hashing(self.read(info.key), hasher), hasher
+
+    def put(self, key: str, chunks: Iterable[bytes], size: int, sync_follows: bool = False) -> None:
+        """write(), perhaps finished in the background: the chunks are used up before this
+        returns, but the object may be complete only at settle(), which raises any
+        error of a put (so may a later put)."""
+        self.write(key, chunks, size, sync_follows)
+
+    def settle(self) -> None:
+        """Wait for every put() to be complete; raise the first that failed."""
+
+    def promote_many(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """promote(staged, key) for every pair."""
+        for staged, key in pairs:
+            self.promote(staged, key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """delete(key) for every key (in batches of capabilities.batch_delete where the
+        backend has them)."""
+        for key in keys:
+            self.delete(key)
+
+    def clear_prefix(self, prefix: str) -> None:
+        """Delete everything under `prefix` (a restore's staging prefix), and what held it."""
+        self.delete_many([info.key for info in self.list(prefix)])
+
+    def discard(self) -> None:
+        """Give up the puts not complete yet (a restore failed): none of them is left behind."""
+        self.transfers.cancel()
+
     def promote_folder(self, staged_prefix: str, prefix: str) -> bool:
         """Move every object under `staged_prefix` (ending in "/") to `prefix` in
         one step, where the storage can and nothing is under `prefix` yet.
@@ -125,7 +179,8 @@ class Storage(ABC):
         """
 
     def close(self) -> None:
-        pass
+        if getattr(self, "_transfers", None) is not None:
+            self._transfers.close()
 
     def __enter__(self):
         return self
@@ -140,3 +195,10 @@ class Storage(ABC):
     def check_size(self, key: str, expected: int | None, written: int) -> None:
         if expected is not None and expected != written:
             raise self.error(key, f"expected {expected} bytes, got {written}")
+
+
+def hashing(chunks: Iterable[bytes], hasher) -> Iterator[bytes]:
+    """`chunks`, each given to `hasher` before it is handed on."""
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk

@@ -8,21 +8,31 @@ credential chain), S3_FORCE_PATH_STYLE.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import replace
 from urllib.parse import unquote
 
 import boto3
 import urllib3.exceptions
+import xxhash
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, redact, register_secret
-from .base import CHUNK_SIZE, Capabilities, ObjectInfo, Storage
+from ..spill import sorted_records
+from .base import CHUNK_SIZE, Capabilities, ObjectInfo, Storage, hashing
+from .transfers import Transfers
 
-PART_SIZE = 8 << 20  # bodies below this go in one put_object
+PART_SIZE = 8 << 20  # bodies below this go in one put_object; larger ones go, and are read, in parts
 MAX_PARTS = 10_000  # S3's limit
+DELETE_BATCH = 1000  # keys one DeleteObjects request takes
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+CHANGED = {"412", "PreconditionFailed"}
+# Requests in flight.  Measured behind a 20 ms round trip (bench/s3.py): see the README.
+DEFAULT_CONCURRENCY = 16
 
 
 def from_url(url: str, environ, options) -> "S3Storage":
@@ -51,12 +61,25 @@ def from_url(url: str, environ, options) -> "S3Storage":
     if path_style is None:
         path_style = environ.get("S3_FORCE_PATH_STYLE", "").strip().lower() in ("1", "true", "yes")
     region = options.get("s3_region") or environ.get("S3_REGION") or "us-east-1"
+    concurrency = _concurrency(options.get("s3_concurrency") or environ.get("AVIARY_S3_CONCURRENCY"))
     try:
         client = make_client(endpoint=endpoint, region=region, path_style=path_style,
-                             access_key=access_key, secret_key=secret_key)
+                             access_key=access_key, secret_key=secret_key, connections=concurrency)
     except ValueError as err:  # botocore's verdict on a malformed endpoint or region
         raise ConfigError(redact(f"{url}: {err}")) from None
-    return S3Storage(client, bucket, prefix)
+    return S3Storage(client, bucket, prefix, concurrency)
+
+
+def _concurrency(value) -> int:
+    if value is None or value == "":
+        return DEFAULT_CONCURRENCY
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not 1 <= number <= 256:
+        raise ConfigError(f"S3 concurrency {value!r}: expected a number of requests from 1 to 256")
+    return number
 
 
 def from_environment(environ, options) -> "S3Storage":
@@ -68,7 +91,7 @@ def from_environment(environ, options) -> "S3Storage":
 
 
 def make_client(*, endpoint: str | None, region: str, path_style: bool,
-                access_key: str | None, secret_key: str | None):
+                access_key: str | None, secret_key: str | None, connections: int = DEFAULT_CONCURRENCY):
     """A client that fails within about a minute when the server is gone."""
     config = Config(
         region_name=region,
@@ -76,7 +99,9 @@ def make_client(*, endpoint: str | None, region: str, path_style: bool,
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=10,
         read_timeout=60,
-        max_pool_connections=16,
+        # One connection per request in flight, and a few for the caller's own (a listing):
+        # a smaller pool would discard connections and pay for new ones.
+        max_pool_connections=connections + 4,
         # Self-hosted S3 servers often reject the newer default checksum trailers.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
@@ -89,16 +114,36 @@ def make_client(*, endpoint: str | None, region: str, path_style: bool,
 
 class S3Storage(Storage):
     capabilities = Capabilities(server_side_copy=True, md5_etags=True, immutable_objects=True,
-                                connections=8)
+                                batch_delete=DELETE_BATCH, connections=DEFAULT_CONCURRENCY)
 
-    def __init__(self, client, bucket: str, prefix: str = ""):
+    def __init__(self, client, bucket: str, prefix: str = "", concurrency: int = DEFAULT_CONCURRENCY):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.capabilities = replace(type(self).capabilities, connections=concurrency)
+        # Bytes held for requests: up to 4 MiB per request in flight, 64 MiB in all.
+        self._transfers = Transfers(concurrency, min(concurrency * (4 << 20), 64 << 20), name="s3")
+        self._puts: list[Future] = []
+        self._puts_lock = threading.Lock()
+
+    # -- one object ------------------------------------------------------------------
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        yield from self._walk(self.prefix + prefix)
+        # One flat listing, 1,000 keys a request, sorted here: some servers (SeaweedFS)
+        # list in tree order, where "a/b" comes before "a-b".
+        records = ((obj["Key"], obj["Size"], obj["LastModified"].timestamp(), _etag(obj))
+                   for obj in self._listed(self.prefix + prefix) if not obj["Key"].endswith("/"))
+        for key, size, mtime, etag in sorted_records(records):
+            yield ObjectInfo(key[len(self.prefix):], size, mtime, etag)
+
+    def _listed(self, prefix: str) -> Iterator[dict]:
+        """Every entry under `prefix`, folder markers too (keys ending in "/")."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000})
+        with self._translated(prefix[len(self.prefix):] or None):
+            for page in pages:
+                yield from page.get("Contents", [])
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -122,31 +167,10 @@ class S3Storage(Storage):
 
     def write(self, key: str, chunks: Iterable[bytes], size: int | None = None,
               sync_follows: bool = False) -> None:  # a completed upload is durable already
-        upload = None
-        written = 0
-        try:
-            for part, more in _cut(chunks, _part_size(size)):
-                written += len(part)
-                if not more:
-                    self.check_size(key, size, written)
-                if upload is None and not more:
-                    with self._translated(key):
-                        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=part)
-                    return
-                upload = upload or _MultipartUpload(self, key)
-                upload.send(part)
-                part = None  # let it go before the next one is read
-            upload.complete()
-        except BaseException:
-            if upload is not None:
-                upload.abort()
-            raise
+        self._upload(key, chunks, size).result()
 
     def promote(self, staged_key: str, key: str) -> None:
-        # A server-side copy: the bytes never travel through us again.
-        with self._translated(key):
-            self.client.copy({"Bucket": self.bucket, "Key": self._full(staged_key)},
-                             self.bucket, self._full(key))
+        self._copy((staged_key, key))
         self.delete(staged_key)
 
     def delete(self, key: str) -> None:
@@ -154,35 +178,163 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     def close(self) -> None:
+        self._transfers.close()
         self.client.close()
 
-    def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
-        # One "folder" at a time, sorted here: some servers (SeaweedFS) list a flat
-        # prefix in tree order, where "a/b" comes before "a-b".
-        for name, info in self._folder(prefix):
-            if info is None:
-                yield from self._walk(name)
-            else:
-                yield info
+    # -- many objects, side by side ---------------------------------------------------
 
-    def _folder(self, prefix: str) -> list[tuple[str, ObjectInfo | None]]:
-        """Objects (name, info) and sub-folders (name, None) directly under `prefix`."""
-        entries = []
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-        with self._translated(prefix[len(self.prefix):] or None):
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    if not obj["Key"].endswith("/"):  # folder markers are not documents
-                        entries.append((obj["Key"], self._info(obj)))
-                for common in page.get("CommonPrefixes", []):
-                    if common["Prefix"].startswith(prefix) and len(common["Prefix"]) > len(prefix):
-                        entries.append((common["Prefix"], None))
-        return sorted(entries, key=lambda entry: entry[0].encode("utf-8", "surrogateescape"))
+    def read_ahead(self, objects):
+        """Objects (and parts of large ones, by ranged GETs) are fetched ahead, up to
+        the concurrency and the byte budget, and handed over in the order given."""
+        fetched = self._transfers.prefetch(_parts(objects), self._fetch, lambda part: part[2] - part[1])
+        for part, future in fetched:
+            if part[1]:
+                continue  # the rest of an object whose first part failed (the caller moved on)
+            info = part[0]
+            hasher = xxhash.xxh3_128()
+            pieces = self._pieces(part, future, fetched)
+            yield info, hashing(pieces, hasher), hasher
+            for _ in pieces:  # what the caller left of the object
+                pass
 
-    def _info(self, obj: dict) -> ObjectInfo:
-        key = obj["Key"][len(self.prefix):]
-        return ObjectInfo(key, obj["Size"], obj["LastModified"].timestamp(), _etag(obj))
+    @staticmethod
+    def _pieces(part, future, fetched) -> Iterator[bytes]:
+        while True:
+            yield future.result()  # the part's bytes, or its error, in order
+            if part[3]:
+                return
+            part, future = next(fetched)
+
+    def _fetch(self, part) -> bytes:
+        info, start, end, last = part
+        arguments = {"Bucket": self.bucket, "Key": self._full(info.key)}
+        if start or not last:  # one part of several, of the very object listed
+            arguments["Range"] = f"bytes={start}-{end - 1}"
+            if info.etag:
+                arguments["IfMatch"] = f'"{info.etag}"'
+        with self._translated(info.key):
+            body = self.client.get_object(**arguments)["Body"]
+            try:
+                return body.read()
+            finally:
+                body.close()
+
+    def put(self, key: str, chunks: Iterable[bytes], size: int, sync_follows: bool = False) -> None:
+        self._raise_failed_put()
+        future = self._upload(key, chunks, size)
+        with self._puts_lock:
+            self._puts.append(future)
+
+    def settle(self) -> None:
+        with self._puts_lock:
+            puts, self._puts = self._puts, []
+        errors = [f.exception() for f in puts if not f.cancelled()]
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def discard(self) -> None:
+        with self._puts_lock:
+            puts, self._puts = self._puts, []
+        for future in puts:
+            future.cancel()
+        self._transfers.cancel()
+
+    def _raise_failed_put(self) -> None:
+        """Stop at the first put that failed, rather than after the whole archive."""
+        with self._puts_lock:
+            done = [f for f in self._puts if f.done()]
+            self._puts = [f for f in self._puts if not f.done()]
+        for future in done:
+            if not future.cancelled() and future.exception() is not None:
+                raise future.exception()
+
+    def promote_many(self, pairs: Iterable[tuple[str, str]]) -> None:
+        staged = []
+
+        def copied(pair):
+            staged.append(pair[0])
+            return pair
+
+        self._transfers.each(self._copy, (copied(pair) for pair in pairs))
+        self.delete_many(staged)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self._transfers.each(self._delete_batch, _batches(keys, DELETE_BATCH))
+
+    def clear_prefix(self, prefix: str) -> None:
+        """Delete everything under `prefix`, folder markers too (SeaweedFS keeps a folder
+        entry for each folder a key named)."""
+        keys = (obj["Key"][len(self.prefix):] for obj in self._listed(self.prefix + prefix))
+        self.delete_many(keys)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _upload(self, key: str, chunks: Iterable[bytes], size: int | None) -> Future:
+        """Send the object: in one PUT, or in parts sent side by side.  The chunks are
+        used up before this returns (a producer may reuse its buffer); the result comes
+        from the future.  Each part is copied once, into a buffer of its own, whose bytes
+        are taken from the transfers' budget until it has been sent."""
+        budget = self._transfers.budget
+        parts = _exact_parts(chunks, size, budget, self, key) if size is not None else _cut(chunks, PART_SIZE, budget)
+        first, more = next(parts)
+        if not more:
+            return self._send(first, self._put_object, key, first)
+        upload = _MultipartUpload(self, key)
+        sent: list[Future] = []
+        try:
+            for number, (part, more) in enumerate(_chained(first, more, parts), 1):
+                if number > MAX_PARTS:
+                    budget.give(len(part))
+                    raise self.error(key, f"too large: more than {MAX_PARTS} parts")
+                sent.append(self._send(part, upload.send, number, part))
+                del part  # hold one part at a time
+            upload.complete([f.result() for f in sent])
+        except BaseException:
+            for future in sent:
+                future.cancel()
+            upload.abort()
+            raise
+        done: Future = Future()
+        done.set_result(None)
+        return done
+
+    def _send(self, data: bytearray, fn, *args) -> Future:
+        """fn(*args) in the background; `data`'s bytes go back to the budget once it has run."""
+        budget, held = self._transfers.budget, len(data)
+        try:
+            future = self._transfers.submit(fn, *args)
+        except BaseException:
+            budget.give(held)
+            raise
+        future.add_done_callback(lambda _: budget.give(held))
+        return future
+
+    def _put_object(self, key: str, data: bytearray) -> None:
+        with self._translated(key):
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def _copy(self, pair: tuple[str, str]) -> None:
+        # A server-side copy: the bytes never travel through us again.
+        staged_key, key = pair
+        source = {"Bucket": self.bucket, "Key": self._full(staged_key)}
+        with self._translated(key):
+            try:
+                self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=self._full(key))
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") not in ("InvalidRequest", "EntityTooLarge"):
+                    raise
+                self.client.copy(source, self.bucket, self._full(key))  # over 5 GiB: copied in parts
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        with self._translated(keys[0]):
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": self._full(k)} for k in keys], "Quiet": True})
+        failed = answer.get("Errors") or []
+        if failed:
+            first = failed[0]
+            raise self.error(first.get("Key", "")[len(self.prefix):] or None,
+                             f"{first.get('Code')}: {first.get('Message')} ({len(failed)} of {len(keys)} not deleted)")
 
     def _full(self, key: str) -> str:
         if not key:
@@ -200,6 +352,8 @@ class S3Storage(Storage):
         if isinstance(err, ClientError):
             error = err.response.get("Error", {})
             code = error.get("Code") or "error"
+            if code in CHANGED:
+                return self.error(key, "changed while being read (its ETag is no longer the one listed)")
             message = error.get("Message")
             return self.error(key, f"{code}: {message}" if message and message != code else code,
                               code in NOT_FOUND)
@@ -210,26 +364,22 @@ class _MultipartUpload:
     def __init__(self, storage: S3Storage, key: str):
         self.storage = storage
         self.key = key
-        self.parts: list[dict] = []
         with storage._translated(key):
             self.upload_id = storage.client.create_multipart_upload(
                 Bucket=storage.bucket, Key=storage._full(key))["UploadId"]
 
-    def send(self, data: bytes) -> None:
-        number = len(self.parts) + 1
-        if number > MAX_PARTS:
-            raise self.storage.error(self.key, f"too large: more than {MAX_PARTS} parts")
+    def send(self, number: int, data: bytearray) -> dict:
         with self.storage._translated(self.key):
             etag = self.storage.client.upload_part(
                 Bucket=self.storage.bucket, Key=self.storage._full(self.key),
                 UploadId=self.upload_id, PartNumber=number, Body=data)["ETag"]
-        self.parts.append({"ETag": etag, "PartNumber": number})
+        return {"ETag": etag, "PartNumber": number}
 
-    def complete(self) -> None:
+    def complete(self, parts: list[dict]) -> None:
         with self.storage._translated(self.key):
             self.storage.client.complete_multipart_upload(
                 Bucket=self.storage.bucket, Key=self.storage._full(self.key),
-                UploadId=self.upload_id, MultipartUpload={"Parts": self.parts})
+                UploadId=self.upload_id, MultipartUpload={"Parts": parts})
 
     def abort(self) -> None:
         try:
@@ -239,16 +389,84 @@ class _MultipartUpload:
             pass  # the error that made us abort is the one to report
 
 
-def _cut(chunks: Iterable[bytes], part_size: int) -> Iterator[tuple[bytearray, bool]]:
-    """Parts of `part_size` bytes (the last may be shorter, even empty), each with: do more follow?"""
+def _parts(objects: Iterable[ObjectInfo]) -> Iterator[tuple[ObjectInfo, int, int, bool]]:
+    """(object, start, end, last) of each part to fetch: a small object whole, a large one
+    in PART_SIZE ranges."""
+    for info in objects:
+        start = 0
+        while True:
+            end = min(info.size, start + PART_SIZE)
+            yield info, start, end, end >= info.size
+            if end >= info.size:
+                break
+            start = end
+
+
+def _batches(keys: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _chained(first, more, parts):
+    yield first, more
+    yield from parts
+
+
+def _exact_parts(chunks: Iterable[bytes], size: int, budget, storage: S3Storage, key: str
+                 ) -> Iterator[tuple[bytearray, bool]]:
+    """The `size` bytes of `chunks` as parts of _part_size(size) bytes (one, for a small
+    object), each with: do more follow?  A part's bytes are taken from `budget` before
+    its buffer is made; a size that does not match is an error naming the key."""
+    part_size = _part_size(size)
+    chunks = iter(chunks)
+    rest = memoryview(b"")
+    offset = 0
+    while True:
+        length = min(part_size, size - offset)
+        budget.take(length)
+        part = bytearray(length)
+        filled = 0
+        try:
+            while filled < length:
+                if not rest:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        storage.check_size(key, size, offset + filled)
+                    rest = memoryview(chunk).cast("B")
+                n = min(len(rest), length - filled)
+                part[filled:filled + n] = rest[:n]
+                rest, filled = rest[n:], filled + n
+            offset += length
+            if offset == size:
+                extra = len(rest) + sum(len(chunk) for chunk in chunks)
+                storage.check_size(key, size, size + extra)
+        except BaseException:
+            budget.give(length)
+            raise
+        yield part, offset < size
+        if offset == size:
+            return
+
+
+def _cut(chunks: Iterable[bytes], part_size: int, budget) -> Iterator[tuple[bytearray, bool]]:
+    """Parts of `part_size` bytes of an object of unknown size (the last may be shorter, even
+    empty), each with: do more follow?  Each part's bytes are taken from `budget`."""
     buffer = bytearray()
     for chunk in chunks:
         buffer += chunk
         while len(buffer) > part_size:
             part = buffer[:part_size]
             del buffer[:part_size]
+            budget.take(len(part))
             yield part, True
             del part  # hold one part at a time
+    budget.take(len(buffer))
     yield buffer, False
 
 
