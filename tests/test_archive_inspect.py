@@ -169,3 +169,66 @@ def test_verify_max_age_fails_an_old_archive(packed):
     assert "metadata.json: archive is" in old.stderr.decode() and "hours old" in old.stderr.decode()
     assert aviary("verify", "--max-age", "1h", packed["archive"]).returncode == 0
     assert aviary("verify", "--max-age", "soon", packed["archive"]).returncode == 2
+
+
+# --- an archive a person can browse ----------------------------------------------------------------
+
+
+HOSTILE = {"11111111-1111-4111-8111-111111111111": "../etc", "22222222-2222-4222-8222-222222222222": "a/b",
+           "33333333-3333-4333-8333-333333333333": "x\x00y", "44444444-4444-4444-8444-444444444444": ".hidden",
+           "55555555-5555-4555-8555-555555555555": "Zoë", "66666666-6666-4666-8666-666666666666": "zoe\u0308",
+           "77777777-7777-4777-8777-777777777777": "", "88888888-8888-4888-8888-888888888888": "alice"}
+
+
+def named_archive() -> bytes:
+    """An archive as Aviary writes it, whose users have names that are not paths."""
+    from archive_helpers import aviary_tar
+
+    users = [{"id": i, "username": n, "email": f"{n}@x", "password": "h"} for i, n in HOSTILE.items()]
+    files = {"database/users.json": json.dumps(users).encode()}
+    for user_id in HOSTILE:
+        files[f"filesystem/documents/{user_id}/sub/doc.pdf"] = user_id.encode()
+    metadata = {"aviary_version": "v1.7", "git_commit": "", "export_timestamp": "2025-07-27T10:00:00Z",
+                "database_type": "sqlite", "users_exported": None, "total_documents": len(HOSTILE),
+                "total_size_bytes": 36 * len(HOSTILE), "exported_tables": ["users"],
+                "total_users": len(HOSTILE), "total_api_keys": 0}
+    return aviary_tar(metadata, files)
+
+
+def test_ls_names_each_documents_user():
+    listed = [json.loads(line) for line in ok("ls", input=named_archive()).splitlines()]
+    users = {m["path"].split("/")[2]: m.get("user") for m in listed if m["path"].endswith("doc.pdf")}
+    assert users == HOSTILE
+
+
+def test_unpack_by_username_writes_every_name_safely_and_says_which_it_changed(tmp_path):
+    result = aviary("unpack", "-C", tmp_path / "out", "--by-username", input=named_archive())
+    assert result.returncode == 0, result.stderr.decode()
+    root = tmp_path / "out" / "by-username"
+    written = {str(p.relative_to(root).parent.parent): p.read_bytes().decode()
+               for p in root.rglob("doc.pdf")}
+    assert sorted(written.values()) == sorted(HOSTILE)  # every document, none overwritten
+    folders = {user: folder for folder, user in written.items()}
+    assert folders["88888888-8888-4888-8888-888888888888"] == "alice"
+    for folder in folders.values():
+        assert "/" not in folder and "\x00" not in folder and not folder.startswith(".")
+    assert len({f.casefold() for f in folders.values()}) == len(folders)  # no two fold alike
+    import unicodedata
+    assert len({unicodedata.normalize("NFC", f).casefold() for f in folders.values()}) == len(folders)
+    warnings = result.stderr.decode()
+    for name in ("../etc", "a/b", ".hidden", "Zoë"):
+        assert f"named {name!r}" in warnings
+    assert "named 'alice'" not in warnings
+    assert all(p.resolve().is_relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*"))
+    assert not (tmp_path / "out" / "filesystem" / "documents").exists()
+    assert (tmp_path / "out" / "database" / "users.json").exists()  # the rest as it always was
+    check = subprocess.run(["xxhsum", "-c", "checksums.xxh128"], cwd=root, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_without_users_json_documents_keep_their_ids(packed, tmp_path):
+    archive = ok("pack", "--db", packed["db"], "--storage", packed["data"], "--tables", "documents")
+    assert aviary("unpack", "-C", tmp_path / "out", "--by-username", input=archive).returncode == 0
+    assert {p.name for p in (tmp_path / "out" / "by-username").iterdir()} == \
+        {m.split("/")[2] for m in packed["members"] if m.startswith("filesystem/documents/") and m.count("/") > 2} | \
+        {"checksums.xxh128"}

@@ -245,3 +245,49 @@ def test_restoring_a_redacted_export_says_what_comes_back_empty(source, tmp_path
     assert "warning: metadata.json: a --redact export: passwords, API key and session hashes" in \
         result.stderr.decode()
     assert {json.loads(line)["password"] for line in dump_tables(db)["users"].splitlines()} == {""}
+
+
+# --- keeping what you choose: --exclude-tables (the chat server's --keep-settings) -------------
+
+
+def test_a_restore_that_excludes_a_table_keeps_the_targets_own(source, target):
+    sql(target["db"], "UPDATE system_settings SET value = 'smtp.target.example'")
+    before = dump_tables(target["db"])
+    result = aviary("unpack", "--db", target["db"], "--storage", target["data"],
+                    "--exclude-tables", "system_settings,login_attempts", input=source["archive"])
+    assert result.returncode == 0, result.stderr.decode()
+    after = dump_tables(target["db"])
+    for table in DATA_TABLES:
+        kept = table in ("system_settings", "login_attempts")
+        assert after[table] == (before[table] if kept else source["state"][0][table]), table
+    assert objects(target["data"]) == source["state"][1]
+
+
+def test_exclude_tables_composes_with_user_dry_run_and_merge(source, target):
+    zoe = source["users"]["zoë"]
+    before = state(target["db"], target["data"])
+    dry = aviary("unpack", "--db", target["db"], "--storage", target["data"], "--user", "zoë",
+                 "--exclude-tables", "api_keys", "--dry-run", input=source["archive"])
+    assert dry.returncode == 0 and b"api_keys" not in dry.stderr and b"users:" in dry.stderr
+    assert state(target["db"], target["data"]) == before
+    keys_before = user_rows(target["db"], zoe)["api_keys"]
+    ok("unpack", "--db", target["db"], "--storage", target["data"], "--user", "zoë", "--mode", "merge",
+       "--exclude-tables", "api_keys", input=source["archive"])
+    after = user_rows(target["db"], zoe)
+    assert after["api_keys"] == keys_before and b"(renamed)" in keys_before  # the target's own keys
+    assert after["users"] == user_rows(source["db"], zoe)["users"]
+
+
+def test_pack_excludes_tables_and_names_the_tables_there_are(source):
+    archive = ok("pack", "--db", source["db"], "--no-files", "--exclude-tables", "login_attempts,user_sessions")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tables = {m.name for m in tar if m.name.startswith("database")}
+    assert tables == {"database"} | {f"database/{t}.json" for t in DATA_TABLES
+                                     if t not in ("login_attempts", "user_sessions")}
+    both = ok("pack", "--db", source["db"], "--no-files", "--tables", "users,documents", "--exclude-tables", "documents")
+    with tarfile.open(fileobj=io.BytesIO(both)) as tar:
+        assert {m.name for m in tar if m.name.startswith("database")} == {"database", "database/users.json"}
+    for command in (["pack", "--db", source["db"]], ["unpack", "--db", source["db"]]):
+        wrong = aviary(*command, "--exclude-tables", "settings", input=b"")
+        assert wrong.returncode == 2
+        assert b"no data table settings (tables: users, api_keys, user_sessions, user_folders_cache," in wrong.stderr

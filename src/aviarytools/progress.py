@@ -1,11 +1,18 @@
-"""Progress on stderr while someone watches: bytes, files, rate.
+"""Progress on stderr while someone watches: percent, bytes of the total, rate, time left.
 
-Shown only when stderr is a terminal (or --progress says so), redrawn at
-most a few times a second, and erased at the end.
+Shown only when stderr is a terminal (or --progress says so), redrawn in place
+at most four times a second (and once at the start, so that even a short run
+shows what it does), and ended with a newline.  The total comes from what the
+command knows: pack's listing and measured tables, the size of an archive file,
+or metadata.json's total_size_bytes for an archive read from a pipe (then what
+is done is the documents' bytes, as the walk reads them).  Without a total, the
+line shows what there is: bytes, files, rate.
 """
 
 import sys
 import time
+
+REDRAW_SECONDS = 0.25
 
 
 def _size(n: float) -> str:
@@ -16,31 +23,76 @@ def _size(n: float) -> str:
     return ""
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 class Progress:
-    def __init__(self, label: str, enabled: bool | None = None, total: int | None = None):
+    def __init__(self, label: str, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.label, self.total = label, total
-        self.bytes = self.files = 0
-        self.start = self.last = time.monotonic()
+        self.label = label
+        self.bytes = self.files = 0  # what has passed through (read, written)
+        self.total: int | None = None
+        self.by_documents = False  # done counts documents' bytes, not the bytes passing
+        self.documents = 0
+        self.start = time.monotonic()
+        self.last: float | None = None
+
+    def expect(self, total: int | None, by_documents: bool = False) -> None:
+        """What 100 % is: `total` bytes passing, or (by_documents) of documents."""
+        if total is not None and total > 0:
+            self.total, self.by_documents = total, by_documents
 
     def add(self, nbytes: int = 0, files: int = 0) -> None:
         self.bytes += nbytes
         self.files += files
+        self._tick()
+
+    def document(self, nbytes: int) -> None:
+        """A document's bytes are done (the measure of an archive read from a pipe)."""
+        self.documents += nbytes
+        self.files += 1
+        self._tick()
+
+    @property
+    def completed(self) -> int:
+        return self.documents if self.by_documents else self.bytes
+
+    def _tick(self) -> None:
+        if not self.enabled:
+            return
         now = time.monotonic()
-        if self.enabled and now - self.last >= 0.25:
+        if self.last is None or now - self.last >= REDRAW_SECONDS:
             self.last = now
             self._draw(now)
 
-    def _draw(self, now: float) -> None:
-        rate = self.bytes / max(now - self.start, 1e-6)
-        of = f" of {_size(self.total)}" if self.total else ""
+    def line(self, now: float | None = None, final: bool = False) -> str:
+        """What the progress line says."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self.start, 1e-6)
+        rate = f"{_size(self.bytes / elapsed)}/s"
         files = f", {self.files} files" if self.files else ""
-        sys.stderr.write(f"\r{self.label}: {_size(self.bytes)}{of}{files}, {_size(rate)}/s\x1b[K")
+        if self.total is None:
+            return f"{self.label}: {_size(self.bytes)}{files}, {rate}"
+        done = self.total if final else min(self.completed, self.total)
+        left = (self.total - done) * elapsed / done if done else None
+        eta = "done" if final else (f"{_duration(left)} left" if left is not None else "starting")
+        return (f"{self.label}: {100 * done // self.total:3d}% {_size(done)} of {_size(self.total)}{files},"
+                f" {rate}, {eta}")
+
+    def _draw(self, now: float, final: bool = False) -> None:
+        sys.stderr.write(f"\r{self.line(now, final)}\x1b[K")
         sys.stderr.flush()
 
     def done(self) -> None:
+        """The last line, left on the screen."""
         if self.enabled:
-            self._draw(time.monotonic())
+            self._draw(time.monotonic(), final=True)
             sys.stderr.write("\n")
             sys.stderr.flush()
 
@@ -61,8 +113,13 @@ class CountingWriter:
 
 
 class CountingReader:
+    """A binary stream read through, reporting to a Progress; an archive file's size is the total."""
+
     def __init__(self, source, progress: Progress):
         self.source, self.progress = source, progress
+        size = _file_size(source)
+        if size:
+            progress.expect(size)
 
     def read(self, n: int = -1) -> bytes:
         data = self.source.read(n)
@@ -76,3 +133,14 @@ class CountingReader:
 
     def readable(self) -> bool:
         return True
+
+
+def _file_size(stream) -> int | None:
+    import os
+    import stat
+
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None

@@ -20,6 +20,9 @@ from typing import BinaryIO
 from ..errors import ArchiveError, StorageError
 from ..storage.filesystem import write_all
 from ..spill import HashSet, SpillList
+from ..tar import format_line
+from . import layout
+from .inspect import usernames
 from .walk import Consumer, Item, Walk, raise_problems
 
 
@@ -30,8 +33,16 @@ class ExtractSummary:
 
 
 class Extraction(Consumer):
-    def __init__(self, destination: str):
+    """`by_username`: documents go to by-username/<username>/<path> (layout.username_folders),
+    with a by-username/checksums.xxh128 of their own; `warn` says which names had to change."""
+
+    def __init__(self, destination: str, by_username: bool = False, warn=None):
         self.root = Path(destination).absolute()
+        self.by_username, self.warn = by_username, warn or (lambda message: None)
+        self.usernames: dict[str, str] = {}
+        self.user_folders: dict[str, str] | None = None  # made at the first document
+        self.renamed = SpillList()  # (path under by-username/, XXH128) of each document written there
+        self._renaming: str | None = None  # the path under by-username/ of the member being written
         # Paths as strings: pathlib costs more than the syscalls, file after file.
         # One entry per file: these move to a temporary file when there are many.
         self.pending = SpillList()  # (temporary, final name)
@@ -41,11 +52,13 @@ class Extraction(Consumer):
         self.summary = ExtractSummary()
         self._open: int | None = None  # the file a member being read by the walk is written to
 
-    def run(self, stream: BinaryIO, source: str) -> ExtractSummary:
+    def run(self, stream: BinaryIO, source: str, progress=None) -> ExtractSummary:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.real_root = self.root.resolve()
         try:
-            raise_problems(Walk(stream, source, self))
+            raise_problems(Walk(stream, source, self, progress))
+            if self.by_username:
+                self._by_username_checksums()
             for temp, final in self.pending:
                 os.replace(temp, final)
         except BaseException:
@@ -62,12 +75,25 @@ class Extraction(Consumer):
         self._write(item, [item.data])
 
     def on_document(self, item: Item) -> None:
-        self._write(item, item.content.views())  # straight from the reader's buffer
+        name = None
+        if self.by_username and item.entry.kind == "document":
+            name = f"{layout.BY_USERNAME}{self._folder_of(item.entry.user_id)}/{item.entry.path}"
+            self._renaming = name[len(layout.BY_USERNAME):]
+        self._write(item, item.content.views(), name)  # straight from the reader's buffer
 
-    on_config = on_ignored = on_unknown = on_document
+    on_config = on_single_document = on_pairing = on_ignored = on_unknown = on_document
 
     def on_table(self, item: Item, rows) -> None:
         self._tap(item)  # the walk reads the rows, checking them; the bytes come here
+        if self.by_username and item.entry.table == "users":
+            self.usernames.update(usernames(rows))
+
+    def _folder_of(self, user_id: str) -> str:
+        if self.user_folders is None:
+            self.user_folders, notes = layout.username_folders(self.usernames)
+            for note in notes:
+                self.warn(note)
+        return self.user_folders.get(user_id, user_id)  # a user the archive does not name: the id
 
     def on_vanished(self, item: Item) -> None:
         self._tap(item)  # read by the walk too
@@ -75,10 +101,15 @@ class Extraction(Consumer):
     on_checksums = on_vanished
 
     def on_dir(self, item: Item) -> None:
+        if self.by_username and (item.name + "/").startswith(layout.DOCUMENTS_PREFIX.rstrip("/")):
+            return  # filesystem/documents/<uuid>: the documents go elsewhere
         self._folder(item.name)
 
     def done(self, item: Item) -> None:
         self._close()
+        if self._renaming is not None:
+            self.renamed.append((self._renaming, item.content.hasher.hexdigest()))
+            self._renaming = None
 
     # -- files ----------------------------------------------------------------------
 
@@ -87,8 +118,8 @@ class Extraction(Consumer):
         item.content.tap = lambda chunk: self._count(write_all(fd, [chunk]))
         self._open = fd
 
-    def _write(self, item: Item, chunks) -> None:
-        fd = self._create(item)
+    def _write(self, item: Item, chunks, name: str | None = None) -> None:
+        fd = self._create(item, name)
         try:
             self._count(write_all(fd, chunks))
         finally:
@@ -102,18 +133,24 @@ class Extraction(Consumer):
         if fd is not None:
             os.close(fd)
 
-    def _create(self, item: Item) -> int:
-        """A new file (0600) under a temporary name beside the member's own."""
-        parent, _, base = item.name.rstrip("/").rpartition("/")
+    def _create(self, item: Item, name: str | None = None) -> int:
+        """A new file (0600) under a temporary name beside the member's own (or `name`)."""
+        return self._create_named(name or item.name, item.name)
+
+    def _create_named(self, name: str, member: str | None = None) -> int:
+        parent, _, base = name.rstrip("/").rpartition("/")
         folder = self._folder(parent)
         final = folder if base == "." else os.path.join(folder, base)
+        member = member or name
+        if final in self.files:  # two members would be one file (by-username/...)
+            raise ArchiveError(f"{member}: {final} is written by another member already")
         try:
             mode = os.lstat(final).st_mode
         except (FileNotFoundError, NotADirectoryError):
             pass
         else:
             if not stat.S_ISREG(mode):  # a link, a folder, ...
-                raise ArchiveError(f"{item.name}: {final} exists and is not a regular file")
+                raise ArchiveError(f"{member}: {final} exists and is not a regular file")
         self.files.add(final)
         temp = os.path.join(folder, f".aviary-tmp-{os.urandom(6).hex()}")  # as secrets.token_hex
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -121,6 +158,15 @@ class Extraction(Consumer):
         os.fchmod(fd, 0o600)  # whatever the umask
         self.summary.files += 1
         return fd
+
+    def _by_username_checksums(self) -> None:
+        """by-username/checksums.xxh128: the documents under their new names, so that
+        `xxhsum -c checksums.xxh128` there checks them as the archive's own list does."""
+        fd = self._create_named(f"{layout.BY_USERNAME}{layout.CHECKSUMS}")
+        try:
+            write_all(fd, (format_line(digest, path).encode() for path, digest in self.renamed))
+        finally:
+            os.close(fd)
 
     def _folder(self, name: str) -> str:
         """The folder `name` under the root, made where missing, checked once.
@@ -159,8 +205,9 @@ class Extraction(Consumer):
         return folder
 
 
-def extract(stream: BinaryIO, source: str, destination: str) -> ExtractSummary:
+def extract(stream: BinaryIO, source: str, destination: str, by_username: bool = False,
+            warn=None, progress=None) -> ExtractSummary:
     try:
-        return Extraction(destination).run(stream, source)
+        return Extraction(destination, by_username, warn).run(stream, source, progress)
     except OSError as e:
         raise StorageError(f"{e.filename or destination}: {e.strerror or e}") from None

@@ -7,7 +7,7 @@ import ijson
 
 from .. import declared, schema, timestamps
 from ..errors import ArchiveError, InputError
-from ..rowinput import ijson_reason
+from ..rowinput import RowSource, ijson_reason
 from ..values import encode_untyped, coerce, encode
 from ..model import Table
 from . import layout
@@ -22,14 +22,34 @@ def archived_tables(metadata: dict) -> dict[str, Table]:
 
 
 def listing(stream: BinaryIO, source: str = "-") -> Iterator[dict]:
-    """One dict per member: path, type, size, mtime (RFC 3339)."""
+    """One dict per member: path, type, size, mtime (RFC 3339), and for a document whose
+    user is in the archive's users.json (which comes before the documents, in our layout
+    and in Aviary's), "user": their username."""
+    names: dict[str, str] = {}
     for member in members(stream, source):
-        yield {
+        found = {
             "path": member.name,
             "type": member.type,
             "size": member.size,
             "mtime": timestamps.to_rfc3339(int(member.mtime) * timestamps.NS_PER_SECOND),
         }
+        entry = layout.classify(member.name, member.type)
+        if entry.kind == "table" and entry.table == "users" and member.type == "file":
+            names.update(usernames(RowSource(buffered(HashedContent(member)), member.name)))
+        elif entry.kind == "document" and entry.user_id in names:
+            found["user"] = names[entry.user_id]
+        yield found
+
+
+def usernames(rows) -> Iterator[tuple[str, str]]:
+    """(id, username) of each users row of (position, row) pairs that has both (up to a row
+    that does not parse: a listing lists a damaged archive too)."""
+    try:
+        for _, row in rows:
+            if isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("username"), str):
+                yield row["id"].lower(), row["username"]
+    except (InputError, ArchiveError):
+        return
 
 
 def info(stream: BinaryIO, source: str = "-") -> dict:

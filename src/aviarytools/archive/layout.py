@@ -6,10 +6,17 @@
     filesystem/configs/<user>/rmapi.conf           old Aviary: -> users.rmapi_config
     vanished.ndjson                                documents deleted while pack ran (aviarytools only)
     checksums.xxh128                               last (aviarytools only)
+
+A single-user installation's archive (pack --single-user) holds, instead of
+database/ and filesystem/:
+
+    single-user/pdfs/<path>                        <-> pdfs/<path> (PDF_DIR)
+    single-user/rmapi.conf                         the device pairing
 """
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from ..tar import CHECKSUMS_NAME
@@ -19,7 +26,14 @@ CHECKSUMS = CHECKSUMS_NAME
 VANISHED = "vanished.ndjson"
 DOCUMENTS_PREFIX = "filesystem/documents/"
 CONFIGS_PREFIX = "filesystem/configs/"
+SINGLE_USER_DOCUMENTS = "single-user/pdfs/"
+PAIRING = "single-user/rmapi.conf"
 STORAGE_USERS = "users/"
+SINGLE_USER_STORAGE = "pdfs/"  # a single-user installation's documents, as Aviary keeps them
+# metadata.json's users_exported of a single-user archive: not a list, so that Aviary's
+# admin page, whose Go struct wants a list of ids, refuses the archive before touching anything.
+SINGLE_USER_MARK = "single-user"
+BY_USERNAME = "by-username/"  # unpack -C --by-username: documents under their user's name
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -57,7 +71,8 @@ def document_of_key(key: str) -> tuple[str, str] | None:
 
 # Every kind of member `classify` tells apart; each consumer of an archive walk
 # (walk.py) says what it does with each.
-KINDS = ("metadata", "table", "document", "config", "vanished", "checksums", "dir", "ignored", "unknown")
+KINDS = ("metadata", "table", "document", "config", "single_document", "pairing", "vanished", "checksums",
+         "dir", "ignored", "unknown")
 
 
 @dataclass(frozen=True)
@@ -86,9 +101,54 @@ def classify(name: str, member_type: str = "file") -> Entry:
     if name.startswith("database/") and name.endswith(".json") and name.count("/") == 1:
         table = name[len("database/"):-len(".json")]
         return Entry("ignored", table) if table == "unknown" else Entry("table", table)
+    if name == PAIRING:
+        return Entry("pairing")
+    if name.startswith(SINGLE_USER_DOCUMENTS) and len(name) > len(SINGLE_USER_DOCUMENTS):
+        return Entry("single_document", path=name[len(SINGLE_USER_DOCUMENTS):])
     for prefix, kind in ((DOCUMENTS_PREFIX, "document"), (CONFIGS_PREFIX, "config")):
         if name.startswith(prefix):
             user_id, _, path = name[len(prefix):].partition("/")
             if is_uuid(user_id) and path:
                 return Entry(kind, user_id=user_id, path=path)
     return Entry("unknown")
+
+
+def single_user_member(path: str) -> str:
+    return f"{SINGLE_USER_DOCUMENTS}{path}"
+
+
+def username_folders(users: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A folder name for each user (id -> username) of `unpack -C --by-username`, and why
+    each that is not the username itself differs.
+
+    A username is not a path: `/`, NUL and control characters are written as %XX (and `%`
+    as %25), a leading `.` as %2E (no `..`, nothing hidden), an empty or overlong name
+    falls back to the id, and users whose names fold to the same folder (case, Unicode
+    normalization: as a macOS or Windows filesystem would) get `~` and the start of
+    their id, so that no two users share a folder."""
+    def escaped(char: str) -> str:
+        if char in "/%" or not char.isprintable():
+            return "".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass"))
+        return char
+
+    folders, why = {}, {}
+    for user_id, name in users.items():
+        folder = "".join(escaped(c) for c in name)
+        if folder.startswith("."):
+            folder = "%2E" + folder[1:]
+        if folder != name:
+            why[user_id] = "not a safe folder name"
+        if not name or len(folder.encode("utf-8", "surrogatepass")) > 200:
+            folder, why[user_id] = user_id, "empty or too long for a folder name"
+        folders[user_id] = folder
+    folded: dict[str, list[str]] = {}
+    for user_id, folder in folders.items():
+        folded.setdefault(unicodedata.normalize("NFC", folder).casefold(), []).append(user_id)
+    for same in folded.values():
+        if len(same) > 1:
+            for user_id in same:
+                folders[user_id] = f"{folders[user_id]}~{user_id[:8]}"
+                why[user_id] = "another user's name folds to the same folder (case, accents)"
+    notes = [f"{BY_USERNAME}{folders[user_id]}/: user {user_id}, named {users[user_id]!r}: {reason}"
+             for user_id, reason in sorted(why.items(), key=lambda item: folders[item[0]])]
+    return folders, notes

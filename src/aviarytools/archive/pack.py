@@ -25,11 +25,13 @@ from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
 from . import layout
 from .restore import canonical_ids
+from .walk import MAX_CONFIG_BYTES as MAX_PAIRING_BYTES
 
 @dataclass(frozen=True)
 class PackOptions:
     user_ids: tuple[str, ...] | None = None
-    tables: tuple[str, ...] | None = None
+    tables: tuple[str, ...] | None = None  # None: every data table
+    exclude_tables: tuple[str, ...] = ()
     include_files: bool = True
     redact: bool = False
 
@@ -42,6 +44,7 @@ class PackSummary:
     bytes_written: int = 0
     vanished: list[tuple[str, int]] = field(default_factory=list)  # (member, listed size)
     userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
+    pairing: bool = False  # a single-user archive holds the device pairing
 
 
 def chosen_tables(db: Database, options: PackOptions) -> list[str]:
@@ -53,6 +56,7 @@ def chosen_tables(db: Database, options: PackOptions) -> list[str]:
         if unknown:
             raise AviaryError(f"no such data table to pack: {', '.join(sorted(unknown))}")
         names = [n for n in names if n in options.tables]
+    names = [n for n in names if n not in (options.exclude_tables or ())]
     if options.user_ids is not None:
         names = [n for n in names if schema.user_column(n)]
     return sorted(names)
@@ -205,7 +209,7 @@ class _Dirs:
 
 
 def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: PackOptions,
-         now_ns: int | None = None) -> PackSummary:
+         now_ns: int | None = None, progress=None) -> PackSummary:
     """Write the archive of `db` (None: no database) and `storage` to `out`, the tables
     from one consistent snapshot."""
     now_ns = time.time_ns() if now_ns is None else now_ns
@@ -224,6 +228,8 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             files, summary.userless = _of_snapshot_users(set(users), files)
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
         metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users)
+        if progress is not None:
+            progress.expect(expected_size([size for _, size in measured.values()], files))
 
         writer = TarWriter(out)
         writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)
@@ -233,23 +239,102 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             dirs.before(member)
             with closing(db.rows(db.table(name), queries[name])) as lines:
                 writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
-        for info, chunks, hasher in storage.read_ahead(files) if storage is not None and files else ():
-            user_id, path = layout.document_of_key(info.key)
-            member = layout.document_member(user_id, path)
-            dirs.before(member)
-            content = _still_there(_changed_check(storage, info, chunks))
-            if content is None:
-                summary.vanished.append((member, info.size))
-                continue
-            writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher)
-            summary.documents += 1
-            summary.document_bytes += info.size
-        if summary.vanished:
-            writer.add_bytes(layout.VANISHED, layout.vanished_lines(summary.vanished), mtime)
-        writer.write_checksums(mtime=mtime)
-        writer.close()
-    summary.bytes_written = writer.bytes_written
+        _write_documents(writer, dirs, storage, files, lambda key: layout.document_member(
+            *layout.document_of_key(key)), summary)
+        _finish(writer, summary, mtime)
     return summary
+
+
+def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: BinaryIO, *,
+                     redact: bool = False, now_ns: int | None = None, progress=None) -> PackSummary:
+    """Write the archive of a single-user installation: every object under `prefix` of
+    `storage` (pdfs/, or "" for a PDF_DIR folder), and the device pairing file at `pairing`
+    (left out with `redact`, or where there is none)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    mtime = now_ns / NS_PER_SECOND
+    summary = PackSummary()
+    files = Listing()
+    for info in storage.list(prefix):
+        files.add(info)
+    pairing_text = _pairing(pairing) if pairing and not redact else None
+    if progress is not None:
+        progress.expect(expected_size([], files))
+    metadata = {
+        "aviary_version": f"aviarytools-{__version__}",
+        "git_commit": "",
+        "export_timestamp": to_rfc3339(now_ns - now_ns % NS_PER_SECOND),
+        "database_type": "none",
+        "users_exported": layout.SINGLE_USER_MARK,  # not a list: Aviary's admin page refuses the archive
+        "total_documents": len(files),
+        "total_size_bytes": files.bytes,
+        "exported_tables": [],
+        "total_users": 0,
+        "total_api_keys": 0,
+        "aviarytools": {
+            "version": __version__,
+            "single_user": {"documents": f"{storage.url}/{prefix}".rstrip("/"),
+                            "pairing": pairing_text is not None},
+            "table_rows": {},
+            "redacted": redact,
+            "database": False,
+            "files": True,
+        },
+    }
+    writer = TarWriter(out)
+    writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)
+    dirs = _Dirs(writer, mtime)
+    if pairing_text is not None:
+        dirs.before(layout.PAIRING)
+        writer.add_bytes(layout.PAIRING, pairing_text, mtime, 0o600)
+    _write_documents(writer, dirs, storage, files,
+                     lambda key: layout.single_user_member(key[len(prefix):]), summary)
+    summary.pairing = pairing_text is not None
+    _finish(writer, summary, mtime)
+    return summary
+
+
+def expected_size(table_sizes: list[int], files: Listing) -> int:
+    """About how many bytes the archive will be (its headers and end estimated): what 100 %
+    of pack's progress is."""
+    return sum(table_sizes) + files.bytes + 1024 * (len(table_sizes) + len(files)) + 20480
+
+
+def _pairing(path: str) -> bytes | None:
+    """The rmapi.conf file's bytes, None if there is none; an error if it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PAIRING_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise AviaryError(f"{path}: {e.strerror or e}") from None
+    if len(data) > MAX_PAIRING_BYTES:
+        raise AviaryError(f"{path}: more than {MAX_PAIRING_BYTES} bytes: not an rmapi.conf")
+    return data
+
+
+def _write_documents(writer: TarWriter, dirs: "_Dirs", storage: Storage | None, files: Listing,
+                     member_of, summary: PackSummary) -> None:
+    """Each listed document as the member `member_of(key)` names, in the listing's order;
+    one deleted since the listing is left out and noted in `summary.vanished`."""
+    for info, chunks, hasher in storage.read_ahead(files) if storage is not None and files else ():
+        member = member_of(info.key)
+        dirs.before(member)
+        content = _still_there(_changed_check(storage, info, chunks))
+        if content is None:
+            summary.vanished.append((member, info.size))
+            continue
+        writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher)
+        summary.documents += 1
+        summary.document_bytes += info.size
+
+
+def _finish(writer: TarWriter, summary: PackSummary, mtime: float) -> None:
+    if summary.vanished:
+        writer.add_bytes(layout.VANISHED, layout.vanished_lines(summary.vanished), mtime)
+    writer.write_checksums(mtime=mtime)
+    writer.close()
+    summary.bytes_written = writer.bytes_written
 
 
 def _still_there(content: Iterator[bytes]) -> Iterator[bytes] | None:

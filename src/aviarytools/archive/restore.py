@@ -19,6 +19,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+import xxhash
+
 from .. import declared, schema
 from .. import rows as rows_module
 from ..db import Database
@@ -31,17 +33,20 @@ from . import layout
 from .inspect import archived_tables
 from .walk import Consumer, Item, Walk, raise_problems
 
+
 @dataclass(frozen=True)
 class RestoreOptions:
     mode: str = "replace"  # or "merge"
     user_ids: tuple[str, ...] | None = None
-    tables: tuple[str, ...] | None = None
+    tables: tuple[str, ...] | None = None  # None: every table in the archive
+    exclude_tables: tuple[str, ...] = ()
     include_db: bool = True
     include_files: bool = True
     create_schema: bool = False
     dry_run: bool = False
     sync: bool = True  # wait for written documents to reach the disk (before the commit, and at the end)
     accept_column_loss: bool = False  # archive columns the target tables lack are dropped, not refused
+    adopt: str | None = None  # a single-user archive's documents become this user's (id or username)
 
 
 @dataclass
@@ -73,18 +78,22 @@ class Restore(Consumer):
         self.archive_has_files = True
         self.user_ids: tuple[str, ...] | None = None
         self.unknown_columns: dict[tuple[str, str], int] = {}  # (table, column) -> values dropped
+        self.adopter: str | None = None  # the user id a single-user archive's documents go to
+        self.adopted = Adoption()
 
     # -- the pass over the archive -------------------------------------------
 
-    def run(self, stream: BinaryIO, source: str) -> RestoreSummary:
+    def run(self, stream: BinaryIO, source: str, progress=None) -> RestoreSummary:
         if self.storage is not None and not self.options.dry_run:
             self.storage.ensure_root()
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
-                raise_problems(Walk(stream, source, self))
+                raise_problems(Walk(stream, source, self, progress))
                 if self.storage is not None:
                     self.storage.settle()  # every staged document complete (uploads may still be going)
-                if self.use_db:
+                if self.adopter is not None:
+                    self._adopt()
+                elif self.use_db:
                     self._apply_configs()
                     self._apply_tables()
                 if not self.options.dry_run:
@@ -100,7 +109,7 @@ class Restore(Consumer):
             self._count_stale_documents(delete=False)
         else:
             self._promote_objects()
-            if self.options.mode == "replace" and self.options.include_files and self.storage:
+            if self.options.mode == "replace" and self.options.include_files and self.storage and not self.adopter:
                 if self.archive_has_files:
                     self._count_stale_documents(delete=True)
                 else:
@@ -114,6 +123,16 @@ class Restore(Consumer):
         return self.summary
 
     def on_metadata(self, item: Item, metadata: dict) -> None:
+        single_user = _is_single_user(metadata)
+        if single_user and not self.options.adopt:
+            raise InputError(f"{layout.METADATA}: a single-user archive (pack --single-user): restore it with"
+                             " --adopt USER, the user whose documents it becomes")
+        if self.options.adopt and not single_user:
+            raise InputError(f"{layout.METADATA}: --adopt takes a single-user archive (pack --single-user);"
+                             " this one is multi-user")
+        if single_user:
+            self._adopting()
+            return
         if self.use_db:
             if self.options.create_schema:
                 self.db.create_schema(self._schema(metadata), warn=self.warn)
@@ -121,6 +140,29 @@ class Restore(Consumer):
         else:
             self.user_ids = canonical_ids(self.options.user_ids)
         self._follow_metadata(metadata)
+
+    def _adopting(self) -> None:
+        if not self.use_db:
+            raise InputError("--adopt needs the database in which the user is (--db)")
+        if self.options.create_schema:
+            self.db.create_schema(warn=self.warn)
+        self.adopter = self.db.find_user(self.options.adopt)
+        self.user_ids = (self.adopter,)
+        if self.storage is not None and self.storage.exists():
+            self.adopted.existing = {info.key: info.size for info in self.storage.list(layout.storage_key(
+                self.adopter, ""))}
+
+    def on_single_document(self, item: Item) -> None:
+        if self.storage is None or not self.options.include_files:
+            return
+        key = layout.storage_key(self.adopter, item.entry.path)
+        self._stage(key, item)
+        if key in self.adopted.existing:  # the user has a document there: the same, or refused
+            self.adopted.overlapping.append((self.prefix + key, key, item.member.size,
+                                             item.content.hasher.hexdigest()))
+
+    def on_pairing(self, item: Item) -> None:
+        self.adopted.pairing = b"".join(item.content.chunks()).decode("utf-8", "replace")
 
     def _schema(self, metadata: dict) -> list:
         """The tables --create-schema makes where missing: Aviary's, each with the columns
@@ -147,6 +189,8 @@ class Restore(Consumer):
         if self.db is None or not self.options.include_db or table in schema.TRANSIENT:
             return False
         if self.options.tables is not None and table not in self.options.tables:
+            return False
+        if table in (self.options.exclude_tables or ()):
             return False
         if self.user_ids is not None and schema.user_column(table) is None:
             return False
@@ -190,7 +234,10 @@ class Restore(Consumer):
         entry = item.entry
         if self.storage is None or not self.options.include_files or not self._wanted_user(entry.user_id):
             return
-        key = layout.storage_key(entry.user_id, entry.path)
+        self._stage(layout.storage_key(entry.user_id, entry.path), item)
+
+    def _stage(self, key: str, item: Item) -> None:
+        """Write the document under the staging prefix; it moves to `key` after the commit."""
         self.restored_keys.add(key)
         self.summary.documents += 1
         self.summary.document_bytes += item.member.size
@@ -207,6 +254,28 @@ class Restore(Consumer):
             self.configs.append((entry.user_id, text, item.name))
 
     # -- applying ------------------------------------------------------------
+
+    def _adopt(self) -> None:
+        """A single-user archive into its user: the pairing where the user has none (as
+        Aviary's own move to multi-user does), and no document of theirs replaced by a
+        different one."""
+        for staged, key, size, digest in self.adopted.overlapping:
+            live = xxhash.xxh3_128()
+            if self.adopted.existing[key] == size:
+                for chunk in self.storage.read(key):
+                    live.update(chunk)
+            if self.adopted.existing[key] != size or live.hexdigest() != digest:
+                raise InputError(f"{key}: user {self.options.adopt} has a different document there already:"
+                                 " rename one of them, then adopt again (nothing was changed)")
+            self.adopted.unchanged.add(staged)
+        if self.adopted.pairing is not None:
+            column = quote_ident("rmapi_config")
+            where = f"WHERE id = {self.db.uuid_literal(self.adopter)}"
+            if self.db.execute(f"SELECT 1 FROM users {where} AND ({column} IS NULL OR {column} = '')"):
+                self.db.execute(f"UPDATE users SET {column} = {quote_literal(self.adopted.pairing)} {where}")
+            else:
+                self.warn(f"{layout.PAIRING}: user {self.options.adopt} has a device pairing already: kept"
+                          " (the archive's is not used)")
 
     def _apply_configs(self) -> None:
         """Old archives keep each user's pairing as a file: it becomes users.rmapi_config."""
@@ -270,6 +339,8 @@ class Restore(Consumer):
         def one_by_one():
             for staged, key in self.staged_objects:
                 folder = layout.storage_key(layout.document_of_key(key)[0], "")
+                if staged in self.adopted.unchanged:
+                    continue  # the very document is there already
                 if whole and folder not in moved:
                     moved[folder] = self.storage.promote_folder(self.prefix + folder, folder)
                 if not moved.get(folder):
@@ -326,5 +397,20 @@ def canonical_ids(ids) -> tuple[str, ...] | None:
 
 
 def restore(stream: BinaryIO, source: str, db: Database | None, storage: Storage | None,
-            options: RestoreOptions, warn: Callable[[str], None]) -> RestoreSummary:
-    return Restore(db, storage, options, warn).run(stream, source)
+            options: RestoreOptions, warn: Callable[[str], None], progress=None) -> RestoreSummary:
+    return Restore(db, storage, options, warn).run(stream, source, progress)
+
+
+@dataclass
+class Adoption:
+    """unpack --adopt: what the adopting user has, and what the archive brings them."""
+
+    existing: dict[str, int] = field(default_factory=dict)  # the user's documents: key -> size
+    overlapping: list[tuple[str, str, int, str]] = field(default_factory=list)  # (staged, key, size, XXH128)
+    unchanged: HashSet = field(default_factory=HashSet)  # staged keys whose document is there already
+    pairing: str | None = None
+
+
+def _is_single_user(metadata: dict) -> bool:
+    ours = metadata.get("aviarytools")
+    return isinstance(ours, dict) and isinstance(ours.get("single_user"), dict)

@@ -22,12 +22,13 @@ from .walk import Consumer, Walk
 class _Checks(Consumer):
     """Nothing to do with the members: the walk's checks are all verify does."""
 
-    ignores = frozenset(layout.KINDS)
+    ignores = frozenset(layout.KINDS)  # every kind
 
 
-def verify(stream: BinaryIO, source: str = "-", max_age_seconds: float | None = None) -> Iterator[Finding]:
+def verify(stream: BinaryIO, source: str = "-", max_age_seconds: float | None = None,
+           progress=None) -> Iterator[Finding]:
     """Yield every problem found (and a few informational findings)."""
-    walk = Walk(stream, source, _Checks())
+    walk = Walk(stream, source, _Checks(), progress)
     try:
         yield from walk
     except ArchiveError as e:

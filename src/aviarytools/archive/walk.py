@@ -187,9 +187,11 @@ class Tally:
 class Walk:
     """Iterating walks the archive, handing members to `consumer`, yielding findings."""
 
-    def __init__(self, stream: BinaryIO, source: str, consumer: Consumer):
+    def __init__(self, stream: BinaryIO, source: str, consumer: Consumer, progress=None):
         self.stream, self.source, self.consumer = stream, source, consumer
+        self.progress = progress  # told of each document done, and of metadata.json's total
         self.metadata: dict | None = None
+        self.single_user = False  # metadata.json says so (pack --single-user)
         self.declared: dict[str, Table] = {}
         self.tally = Tally()
         self._pending: list[Finding] = []
@@ -243,6 +245,9 @@ class Walk:
         self.tally.digests.append((member.name, digest))
         yield from self._metadata_problems(metadata)
         self.metadata = metadata
+        if self.progress is not None and self.progress.total is None:  # read from a pipe: documents' bytes
+            total = metadata.get("total_size_bytes")
+            self.progress.expect(total if isinstance(total, int) else None, by_documents=True)
         self._dispatch(Item(member, layout.Entry("metadata"), data=data), metadata)
         yield from self._flushed()
 
@@ -252,10 +257,15 @@ class Walk:
                 yield problem("metadata", f"missing field {name}", layout.METADATA)
             elif not isinstance(metadata[name], kind) or isinstance(metadata[name], bool):
                 yield problem("metadata", f"field {name} has the wrong type", layout.METADATA)
-        users = metadata.get("users_exported")
-        if users is not None and not (isinstance(users, list) and all(isinstance(u, str) for u in users)):
-            yield problem("metadata", "field users_exported is not a list of ids", layout.METADATA)
         ours = metadata.get("aviarytools")
+        self.single_user = isinstance(ours, dict) and isinstance(ours.get("single_user"), dict)
+        users = metadata.get("users_exported")
+        if self.single_user and users != layout.SINGLE_USER_MARK:
+            yield problem("metadata", f"a single-user archive's users_exported must be {layout.SINGLE_USER_MARK!r}",
+                          layout.METADATA)
+        elif not self.single_user and users is not None and not (
+                isinstance(users, list) and all(isinstance(u, str) for u in users)):
+            yield problem("metadata", "field users_exported is not a list of ids", layout.METADATA)
         try:
             self.declared = declared.tables_from_json(ours.get("schema") if isinstance(ours, dict) else None,
                                                       f"{layout.METADATA}: aviarytools.schema")
@@ -270,6 +280,10 @@ class Walk:
         if not self._names.add(member.name):
             yield problem("duplicate-member", "appears more than once in the archive", member.name)
         entry = layout.classify(member.name, member.type)
+        misplaced = self._misplaced(entry.kind)
+        if misplaced:
+            yield problem("layout", misplaced, member.name)
+            return
         if member.type != "file":
             self._dispatch(Item(member, entry))
             return
@@ -279,7 +293,17 @@ class Walk:
         if entry.kind != "checksums":  # the list does not list itself
             self.tally.digests.append((member.name, digest))
         self.consumer.done(item)
+        if self.progress is not None and entry.kind in ("document", "single_document"):
+            self.progress.document(member.size)
         yield from self._flushed()
+
+    def _misplaced(self, kind: str) -> str | None:
+        """Why a member of this kind does not belong in this archive, if it does not."""
+        if self.single_user and kind in ("table", "document", "config"):
+            return "a multi-user member in a single-user archive"
+        if not self.single_user and kind in ("single_document", "pairing"):
+            return "a single-user member in a multi-user archive"
+        return None
 
     def _plain(self, item: Item) -> Iterator[Finding]:
         if item.entry.kind == "unknown":
@@ -307,9 +331,18 @@ class Walk:
         if item.member.size > MAX_CONFIG_BYTES:
             yield problem("config", f"{item.member.size} bytes is too large for an rmapi.conf", item.name)
             return
-        self.tally.configs += 1
-        self.tally.config_bytes += item.member.size
+        if item.entry.kind == "config":
+            self.tally.configs += 1
+            self.tally.config_bytes += item.member.size
         self._dispatch(item)
+
+    _pairing = _config
+
+    def _single_document(self, item: Item) -> Iterator[Finding]:
+        self.tally.documents += 1
+        self.tally.document_bytes += item.member.size
+        self._dispatch(item)
+        return iter(())
 
     def _checksums(self, item: Item) -> Iterator[Finding]:
         self._dispatch(item)  # a consumer may tap what the walk reads

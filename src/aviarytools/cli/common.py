@@ -192,6 +192,27 @@ def comma_list(value: str | None) -> tuple[str, ...] | None:
     return items
 
 
+def table_options(command):
+    """--tables and its complement --exclude-tables, for the commands that move whole tables."""
+    command = click.option("--exclude-tables", metavar="A,B",
+                           help="All tables but these (e.g. system_settings: keep the target's settings).")(command)
+    return click.option("--tables", metavar="A,B", help="Only these tables.")(command)
+
+
+def table_names(value: str | None, option: str) -> tuple[str, ...] | None:
+    """The tables a --tables or --exclude-tables value names; a name that is not one of
+    Aviary's data tables is a usage error listing them."""
+    from .. import schema
+
+    names = comma_list(value)
+    known = [t.name for t in schema.DATA_TABLES]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise click.BadParameter(f"no data table {', '.join(unknown)} (tables: {', '.join(known)})",
+                                 param_hint=option)
+    return names
+
+
 def storage_options(command):
     """--storage and the S3 settings that go with an s3:// URL."""
     options = [

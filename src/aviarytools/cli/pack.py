@@ -11,8 +11,11 @@ from ..archive.pack import PackOptions, pack
 from ..errors import AviaryError
 from ..progress import CountingWriter, Progress
 from ..tar import gzip_output
-from .common import closing, comma_list, db_option, info, warn, open_db, open_storage, progress_option, \
-    storage_options, user_option, widen_pipe
+from .common import closing, db_option, info, warn, open_db, open_storage, progress_option, \
+    storage_options, table_names, table_options, user_option, widen_pipe
+
+
+DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, whatever its storage
 
 
 @click.command("pack")
@@ -21,13 +24,18 @@ from .common import closing, comma_list, db_option, info, warn, open_db, open_st
 @user_option
 @click.option("-o", "--output", metavar="FILE", help="Write to FILE (created mode 0600) instead of stdout.")
 @click.option("-z", "--gzip", "compress", is_flag=True, help="Compress with gzip.")
-@click.option("--tables", metavar="A,B", help="Only these tables.")
+@table_options
 @click.option("--no-db", is_flag=True, help="Leave the database out.")
 @click.option("--no-files", is_flag=True, help="Leave the documents out.")
 @click.option("--redact", is_flag=True,
               help="An export without secrets: no password hashes, rmapi_config, key or token hashes, reset tokens.")
+@click.option("--single-user", is_flag=True,
+              help="A single-user installation: every file under pdfs/ (or $PDF_DIR) and the device pairing; no database.")
+@click.option("--rmapi-conf", metavar="FILE", default=DEFAULT_PAIRING, show_default=True,
+              help="With --single-user: the device pairing to pack (absent is fine).")
 @progress_option
-def command(db_url, users, output, compress, tables, no_db, no_files, redact, progress, **storage):
+def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, redact, single_user,
+            rmapi_conf, progress, **storage):
     """Write the database and the documents as one tar stream.
 
     The layout is Aviary's own (metadata.json first, database/<table>.json,
@@ -42,7 +50,13 @@ def command(db_url, users, output, compress, tables, no_db, no_files, redact, pr
     """
     if output is None and sys.stdout.isatty():
         raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
-    options = PackOptions(tuple(users) if users else None, comma_list(tables), not no_files, redact)
+    if single_user:
+        _refuse_with_single_user(db_url=db_url, user=users, tables=tables, exclude_tables=exclude_tables,
+                                 no_db=no_db, no_files=no_files)
+        _pack_single_user(output, compress, redact, rmapi_conf, progress, storage)
+        return
+    options = PackOptions(tuple(users) if users else None, table_names(tables, "--tables"),
+                          table_names(exclude_tables, "--exclude-tables"), not no_files, redact)
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     with _output(output) as out:
@@ -50,7 +64,7 @@ def command(db_url, users, output, compress, tables, no_db, no_files, redact, pr
         stream = gzip_output(out) if compress else None
         target = CountingWriter(stream or out, meter)
         with closing(db) if db is not None else contextlib.nullcontext():
-            summary = pack(db, storage, target, options)
+            summary = pack(db, storage, target, options, progress=meter)
         if stream:
             stream.close()
         meter.done()
@@ -60,6 +74,36 @@ def command(db_url, users, output, compress, tables, no_db, no_files, redact, pr
         warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
     info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents, "
          f"{summary.bytes_written} bytes")
+
+
+def _refuse_with_single_user(**given) -> None:
+    named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if named:
+        raise click.UsageError(f"--single-user packs no database: {', '.join(named)} do not apply")
+
+
+def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:
+    from ..archive.pack import pack_single_user
+    from ..archive.layout import SINGLE_USER_STORAGE
+    from ..storage import FilesystemStorage
+
+    if storage.get("storage_url") is None and os.environ.get("PDF_DIR"):  # Aviary's own folder setting
+        documents, prefix = FilesystemStorage(os.environ["PDF_DIR"]), ""
+    else:
+        documents, prefix = open_storage(**storage), SINGLE_USER_STORAGE
+    with _output(output) as out, documents:
+        meter = Progress("pack", progress)
+        stream = gzip_output(out) if compress else None
+        summary = pack_single_user(documents, prefix, rmapi_conf, CountingWriter(stream or out, meter),
+                                   redact=redact, progress=meter)
+        if stream:
+            stream.close()
+        meter.done()
+    if not summary.pairing:
+        warn(f"{rmapi_conf}: " + ("left out (--redact)" if redact else "no device pairing there: none packed"))
+    for member, _ in summary.vanished:
+        warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
+    info(f"single-user: {summary.documents} documents, {summary.bytes_written} bytes")
 
 
 class _output:

@@ -6,19 +6,21 @@ import click
 
 from ..archive.extract import extract
 from ..progress import CountingReader, Progress
-from .common import archive_argument, closing, comma_list, db_option, info, input_name, open_db, \
-    open_storage, progress_option, storage_options, user_option, warn
+from .common import archive_argument, closing, db_option, info, input_name, open_db, \
+    open_storage, progress_option, storage_options, table_names, table_options, user_option, warn
 
 
 @click.command("unpack")
 @archive_argument
 @click.option("-C", "--directory", metavar="DIR", help="Extract the members into DIR instead of restoring.")
+@click.option("--by-username", is_flag=True,
+              help="With -C: each document at DIR/by-username/<username>/<path>, not under its user's id.")
 @db_option
 @storage_options
 @user_option
 @click.option("--mode", type=click.Choice(["replace", "merge"]), default="replace", show_default=True,
               help="replace: the target becomes the archive (within --user); merge: add and update only.")
-@click.option("--tables", metavar="A,B", help="Only these tables.")
+@table_options
 @click.option("--no-db", is_flag=True, help="Leave the database as it is.")
 @click.option("--no-files", is_flag=True, help="Leave the documents as they are.")
 @click.option("--create-schema", is_flag=True, help="Create Aviary's tables first where missing.")
@@ -28,9 +30,11 @@ from .common import archive_argument, closing, comma_list, db_option, info, inpu
 @click.option("--accept-column-loss", is_flag=True,
               help="Restore into tables that lack some of the archive's columns, dropping those "
               "columns' values (each is named); without it such a restore stops before writing.")
+@click.option("--adopt", metavar="ID|NAME",
+              help="A single-user archive (pack --single-user): its documents and pairing become this user's.")
 @progress_option
-def command(archive, directory, db_url, users, mode, tables, no_db, no_files, create_schema, dry_run, no_sync,
-            accept_column_loss, progress, **storage):
+def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
+            dry_run, no_sync, accept_column_loss, adopt, progress, **storage):
     """Restore ARCHIVE (default: stdin; plain or gzip) into a database and storage.
 
     The database part is one transaction: any bad row, corrupt member or
@@ -47,20 +51,29 @@ def command(archive, directory, db_url, users, mode, tables, no_db, no_files, cr
     stream = CountingReader(archive, meter)
     source = input_name(archive)
     if directory:
-        _refuse_restore_options(db_url, storage["storage_url"], users, tables, no_db, no_files, create_schema,
-                                dry_run, no_sync, accept_column_loss, mode)
-        summary = extract(stream, source, directory)
+        _refuse_restore_options(db_url, storage["storage_url"], users, tables or exclude_tables, no_db, no_files, create_schema,
+                                dry_run, no_sync, accept_column_loss, adopt, mode)
+        summary = extract(stream, source, directory, by_username, warn, meter)
         meter.done()
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
         return
+    if by_username:
+        raise click.UsageError("--by-username applies with -C DIR only")
     from ..archive.restore import RestoreOptions, restore  # here: -C DIR does without the database layer
 
-    options = RestoreOptions(mode, tuple(users) if users else None, _tables(tables), not no_db,
-                             not no_files, create_schema, dry_run, not no_sync, accept_column_loss)
+    if adopt:
+        given = [name for name, value in (("--user", users), ("--tables", tables), ("--exclude-tables", exclude_tables),
+                                          ("--no-db", no_db), ("--mode", mode != "replace")) if value]
+        if given:
+            raise click.UsageError(f"--adopt gives a single-user archive to one user: {', '.join(given)} do not apply")
+
+    options = RestoreOptions(mode, tuple(users) if users else None, table_names(tables, "--tables"),
+                             table_names(exclude_tables, "--exclude-tables"), not no_db, not no_files,
+                             create_schema, dry_run, not no_sync, accept_column_loss, adopt)
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else _open_target(db_url, create_schema, dry_run)
     with closing(db) if db else _nothing():
-        summary = restore(stream, source, db, storage, options, warn)
+        summary = restore(stream, source, db, storage, options, warn, meter)
     meter.done()
     report = info if not dry_run else _always
     for table, counts in sorted(summary.tables.items()):
@@ -84,25 +97,15 @@ def _open_target(db_url, create_schema, dry_run):
 
 
 def _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
-                            dry_run, no_sync, accept_column_loss, mode) -> None:
+                            dry_run, no_sync, accept_column_loss, adopt, mode) -> None:
     given = [name for name, value in (("--db", db_url), ("--storage", storage_url), ("--user", users),
                                       ("--tables", tables), ("--no-db", no_db), ("--no-files", no_files),
                                       ("--create-schema", create_schema), ("--dry-run", dry_run),
                                       ("--no-sync", no_sync), ("--accept-column-loss", accept_column_loss),
+                                      ("--adopt", adopt),
                                       ("--mode", mode != "replace")) if value]
     if given:
         raise click.UsageError(f"-C DIR extracts files: {', '.join(given)} only apply to a restore")
-
-
-def _tables(value):
-    from .. import schema
-
-    names = comma_list(value)
-    known = {t.name for t in schema.DATA_TABLES}
-    if names and set(names) - known:
-        raise click.BadParameter(f"not Aviary data tables: {', '.join(sorted(set(names) - known))}",
-                                 param_hint="--tables")
-    return names
 
 
 def _always(message: str) -> None:

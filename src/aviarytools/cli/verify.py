@@ -42,7 +42,7 @@ def command(archive, as_json, max_age, progress):
     """
     limit = parse_duration(max_age)
     meter = Progress("verify", progress)
-    counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit), as_json)
+    counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter), as_json)
     meter.done()
     problems = counts[PROBLEM]
     if not as_json or problems:

@@ -220,6 +220,14 @@ class Database(ABC):
             ids.append(found[0][0])
         return tuple(dict.fromkeys(ids))
 
+    def find_user(self, name_or_id: str) -> str:
+        """The canonical id of the user with this id or username; InputError if there is none."""
+        user_id = self.user_ids([name_or_id])[0]
+        if "users" not in self.table_names() or not self.execute(
+                f"SELECT 1 FROM users WHERE id = {self.uuid_literal(user_id)}"):
+            raise InputError(f"no user {name_or_id!r} in {self.display}")
+        return user_id
+
     def text_sql(self, column_name: str) -> str:
         """`column_name` (or an already qualified `s."col"`) as text."""
         return column_name if "." in column_name else q(column_name)

@@ -360,7 +360,9 @@ class Comparison(Consumer):
     """The whole archive against the live database and storage: a consumer of the
     archive walk, whose own findings (a damaged archive) come out with doctor's."""
 
-    ignores = frozenset(("metadata", "vanished", "checksums", "dir", "ignored", "unknown"))
+    # A single-user archive's documents have no user yet (unpack --adopt gives them one).
+    ignores = frozenset(("metadata", "single_document", "pairing", "vanished", "checksums", "dir", "ignored",
+                         "unknown"))
 
     def __init__(self, db: Database, storage: Storage | None, user_ids: tuple[str, ...] | None):
         self.db, self.storage, self.user_ids = db, storage, user_ids
