@@ -288,3 +288,30 @@ def aviary_made_archive(user_extras: dict | None = None) -> tuple[bytes, dict[st
     tables["login_attempts"] = []
     hashes = {key: xxhash.xxh3_128_hexdigest(body) for key, body in documents.items()}
     return aviary_tar(metadata, files), tables, hashes
+
+
+# --- what Aviary's own admin page does with an archive (../shared/aviary-format.md) -----------
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+# metadata.json's fields as the format notes describe them, as Go's decoder takes them.
+AVIARY_METADATA = {"aviary_version": str, "git_commit": str, "export_timestamp": "time", "database_type": str,
+                   "users_exported": [str], "total_documents": int, "total_size_bytes": int,
+                   "exported_tables": [str], "total_users": int, "total_api_keys": int}
+
+
+def decodes_into_aviarys_struct(metadata: dict) -> bool:
+    """Whether Go's json.Unmarshal into Aviary's metadata struct succeeds (null leaves a field
+    alone; a value of another type is an error, and Aviary then refuses the archive)."""
+    for name, kind in AVIARY_METADATA.items():
+        value = metadata.get(name)
+        if value is None:
+            continue
+        if kind == "time":
+            ok_value = isinstance(value, str) and bool(_RFC3339.fullmatch(value))
+        elif isinstance(kind, list):
+            ok_value = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            ok_value = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok_value:
+            return False
+    return True

@@ -3,13 +3,13 @@ pipe (unpack --adopt USER), across backends, atomic, and safe in Aviary's own ha
 
 import io
 import json
-import re
 import sqlite3
 import tarfile
 
 import pytest
 
-from archive_helpers import all_ok, dump_tables, installation, objects, pipeline, s3_args, s3_env, state
+from archive_helpers import (all_ok, decodes_into_aviarys_struct, dump_tables, installation, objects, pipeline,
+                             s3_args, s3_env, state)
 from aviarytools.archive import layout
 from helpers import aviary, ok, one_line_error
 
@@ -84,31 +84,6 @@ def test_pdf_dir_names_the_documents_folder(single, tmp_path):
 
 
 # -- what Aviary's own restore page would do with it (../shared/aviary-format.md) ---------------
-
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
-# metadata.json's fields as the format notes describe them, as Go's decoder takes them.
-AVIARY_METADATA = {"aviary_version": str, "git_commit": str, "export_timestamp": "time", "database_type": str,
-                   "users_exported": [str], "total_documents": int, "total_size_bytes": int,
-                   "exported_tables": [str], "total_users": int, "total_api_keys": int}
-
-
-def decodes_into_aviarys_struct(metadata: dict) -> bool:
-    """Whether Go's json.Unmarshal into Aviary's metadata struct succeeds (null leaves a field
-    alone; a value of another type is an error, and Aviary then refuses the archive)."""
-    for name, kind in AVIARY_METADATA.items():
-        value = metadata.get(name)
-        if value is None:
-            continue
-        if kind == "time":
-            ok_value = isinstance(value, str) and bool(_RFC3339.fullmatch(value))
-        elif isinstance(kind, list):
-            ok_value = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        else:
-            ok_value = isinstance(value, kind) and not isinstance(value, bool)
-        if not ok_value:
-            return False
-    return True
-
 
 def test_aviarys_admin_page_refuses_a_single_user_archive_and_would_find_nothing_to_wipe(single, multi):
     archive = packed(single)

@@ -81,7 +81,7 @@ class Extraction(Consumer):
             self._renaming = name[len(layout.BY_USERNAME):]
         self._write(item, item.content.views(), name)  # straight from the reader's buffer
 
-    on_config = on_single_document = on_pairing = on_ignored = on_unknown = on_document
+    on_config = on_single_document = on_pairing = on_carried_document = on_ignored = on_unknown = on_document
 
     def on_table(self, item: Item, rows) -> None:
         self._tap(item)  # the walk reads the rows, checking them; the bytes come here
@@ -97,6 +97,9 @@ class Extraction(Consumer):
 
     def on_vanished(self, item: Item) -> None:
         self._tap(item)  # read by the walk too
+
+    def on_manifest(self, item: Item, entries) -> None:
+        self._tap(item)
 
     on_checksums = on_vanished
 

@@ -24,6 +24,7 @@ from ..tar import CHECKSUMS_NAME
 METADATA = "metadata.json"
 CHECKSUMS = CHECKSUMS_NAME
 VANISHED = "vanished.ndjson"
+MANIFEST = "manifest.ndjson"  # an incremental's documents as they are (pack -g)
 DOCUMENTS_PREFIX = "filesystem/documents/"
 CONFIGS_PREFIX = "filesystem/configs/"
 SINGLE_USER_DOCUMENTS = "single-user/pdfs/"
@@ -33,6 +34,8 @@ SINGLE_USER_STORAGE = "pdfs/"  # a single-user installation's documents, as Avia
 # metadata.json's users_exported of a single-user archive: not a list, so that Aviary's
 # admin page, whose Go struct wants a list of ids, refuses the archive before touching anything.
 SINGLE_USER_MARK = "single-user"
+INCREMENTAL_MARK = "incremental"  # the same, for an incremental (pack -g): not every document's bytes
+CARRIED_PREFIX = "incremental/documents/"  # an incremental's documents: not filesystem/, which Aviary wipes
 BY_USERNAME = "by-username/"  # unpack -C --by-username: documents under their user's name
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -71,8 +74,8 @@ def document_of_key(key: str) -> tuple[str, str] | None:
 
 # Every kind of member `classify` tells apart; each consumer of an archive walk
 # (walk.py) says what it does with each.
-KINDS = ("metadata", "table", "document", "config", "single_document", "pairing", "vanished", "checksums",
-         "dir", "ignored", "unknown")
+KINDS = ("metadata", "table", "document", "config", "single_document", "pairing", "manifest",
+         "carried_document", "vanished", "checksums", "dir", "ignored", "unknown")
 
 
 @dataclass(frozen=True)
@@ -105,12 +108,19 @@ def classify(name: str, member_type: str = "file") -> Entry:
         return Entry("pairing")
     if name.startswith(SINGLE_USER_DOCUMENTS) and len(name) > len(SINGLE_USER_DOCUMENTS):
         return Entry("single_document", path=name[len(SINGLE_USER_DOCUMENTS):])
-    for prefix, kind in ((DOCUMENTS_PREFIX, "document"), (CONFIGS_PREFIX, "config")):
+    if name == MANIFEST:
+        return Entry("manifest")
+    for prefix, kind in ((DOCUMENTS_PREFIX, "document"), (CONFIGS_PREFIX, "config"),
+                         (CARRIED_PREFIX, "carried_document")):
         if name.startswith(prefix):
             user_id, _, path = name[len(prefix):].partition("/")
             if is_uuid(user_id) and path:
                 return Entry(kind, user_id=user_id, path=path)
     return Entry("unknown")
+
+
+def carried_member(user_id: str, path: str) -> str:
+    return f"{CARRIED_PREFIX}{user_id}/{path}"
 
 
 def single_user_member(path: str) -> str:

@@ -11,6 +11,7 @@ temporary file past 20,000 documents; never the files themselves).
 import itertools
 import json
 import time
+import uuid
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Iterable, Iterator
@@ -19,13 +20,21 @@ from .. import __version__, declared, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject
 from ..query import Query
-from ..spill import SpillList
-from ..storage import ObjectInfo, Storage
+from ..storage import Listing, ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
-from . import layout
+from . import incremental, layout
 from .restore import canonical_ids
 from .walk import MAX_CONFIG_BYTES as MAX_PAIRING_BYTES
+
+@dataclass(frozen=True)
+class Incremental:
+    """pack -g FILE: an incremental against the state FILE records (incremental.py)."""
+
+    snapshot: str
+    level_0: bool = False  # --level 0: a full archive, and a new chain
+    checksum: bool = False  # compare contents, not size and mtime (or ETag)
+
 
 @dataclass(frozen=True)
 class PackOptions:
@@ -34,6 +43,7 @@ class PackOptions:
     exclude_tables: tuple[str, ...] = ()
     include_files: bool = True
     redact: bool = False
+    incremental: Incremental | None = None
 
 
 @dataclass
@@ -45,6 +55,9 @@ class PackSummary:
     vanished: list[tuple[str, int]] = field(default_factory=list)  # (member, listed size)
     userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
     pairing: bool = False  # a single-user archive holds the device pairing
+    snapshot: incremental.SnapshotWriter | None = None  # pack -g: the new FILE, to commit once out is whole
+    level: int | None = None
+    vanished_keys: list[str] = field(default_factory=list)  # pack -g: deleted before they could be hashed
 
 
 def chosen_tables(db: Database, options: PackOptions) -> list[str]:
@@ -89,26 +102,6 @@ def measure_table(db: Database, name: str, query: Query) -> tuple[int, int]:
         rows += 1
         size += len(line)
     return rows, (3 if rows == 0 else size + 2 * (rows - 1) + 5)
-
-
-class Listing:
-    """The documents to pack, listed before anything is written (metadata.json
-    comes first, with their count and total size): a SpillList of (key, size,
-    mtime), so that a million documents do not sit in memory."""
-
-    def __init__(self):
-        self._entries = SpillList()
-        self.bytes = 0
-
-    def add(self, info: ObjectInfo) -> None:
-        self._entries.append((info.key, info.size, info.mtime))
-        self.bytes += info.size
-
-    def __iter__(self) -> Iterator[ObjectInfo]:
-        return (ObjectInfo(key, size, mtime) for key, size, mtime in self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> Listing:
@@ -160,15 +153,18 @@ def exported_users(options: PackOptions, users: list[str] | None, files: Listing
 
 
 def build_metadata(db: Database | None, options: PackOptions, counts: dict[str, int],
-                   files: Listing, now_ns: int, users: list[str] | None = None) -> dict:
-    return {
+                   files: Listing, now_ns: int, users: list[str] | None = None,
+                   plan: incremental.Plan | None = None) -> dict:
+    partial = plan is not None and plan.level > 0  # an incremental: not every document's bytes
+    metadata = {
         "aviary_version": f"aviarytools-{__version__}",
         "git_commit": "",
         "export_timestamp": to_rfc3339(now_ns - now_ns % NS_PER_SECOND),
         "database_type": db.dialect if db is not None else "none",
-        "users_exported": exported_users(options, users, files),
-        "total_documents": len(files),
-        "total_size_bytes": files.bytes,
+        # Not a list in an incremental: Aviary's admin page refuses it before touching anything.
+        "users_exported": layout.INCREMENTAL_MARK if partial else exported_users(options, users, files),
+        "total_documents": plan.documents if partial else len(files),
+        "total_size_bytes": plan.document_bytes if partial else files.bytes,
         "exported_tables": sorted(counts),
         "total_users": counts.get("users", 0),
         "total_api_keys": counts.get("api_keys", 0),
@@ -183,6 +179,9 @@ def build_metadata(db: Database | None, options: PackOptions, counts: dict[str, 
             "schema": {name: declared.table_to_json(db.table(name), db.dialect) for name in counts},
         },
     }
+    if plan is not None:
+        metadata["aviarytools"]["incremental"] = plan.metadata()
+    return metadata
 
 
 def _parents(path: str) -> list[str]:
@@ -227,22 +226,64 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
         if users is not None:
             files, summary.userless = _of_snapshot_users(set(users), files)
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
-        metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users)
+        plan = None
+        if options.incremental is not None:
+            inc = options.incremental
+            plan = incremental.plan(inc.snapshot, inc.level_0, inc.checksum, storage, files, options.user_ids,
+                                    str(uuid.uuid4()))
+            summary.level = plan.level
+            summary.vanished_keys = plan.vanished
+        metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users, plan)
+        written = plan.carried if plan is not None and plan.level else files
         if progress is not None:
-            progress.expect(expected_size([size for _, size in measured.values()], files))
-
-        writer = TarWriter(out)
-        writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)
-        dirs = _Dirs(writer, mtime)
-        for name in names:
-            member = layout.table_member(name)
-            dirs.before(member)
-            with closing(db.rows(db.table(name), queries[name])) as lines:
-                writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
-        _write_documents(writer, dirs, storage, files, lambda key: layout.document_member(
-            *layout.document_of_key(key)), summary)
-        _finish(writer, summary, mtime)
+            progress.expect(expected_size([size for _, size in measured.values()], written))
+        snapshot = (incremental.SnapshotWriter(options.incremental.snapshot, plan.state,
+                                               metadata["export_timestamp"]) if plan is not None else None)
+        try:
+            writer = TarWriter(out)
+            writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)
+            if plan is not None and plan.level:
+                writer.add_file(incremental.MANIFEST, plan.manifest_size,
+                                (entry.line(manifest=True) for entry in plan.entries()), mtime)
+            dirs = _Dirs(writer, mtime)
+            for name in names:
+                member = layout.table_member(name)
+                dirs.before(member)
+                with closing(db.rows(db.table(name), queries[name])) as lines:
+                    writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
+            if plan is not None and plan.level:
+                _write_carried(writer, dirs, storage, plan, summary)
+                for entry in plan.entries():
+                    snapshot.add(entry)
+            else:
+                _write_documents(writer, dirs, storage, files, lambda key: layout.document_member(
+                    *layout.document_of_key(key)), summary, snapshot.add if snapshot is not None else None)
+            _finish(writer, summary, mtime)
+        except BaseException:
+            if snapshot is not None:
+                snapshot.abort()
+            raise
+        summary.snapshot = snapshot
     return summary
+
+
+def _write_carried(writer: TarWriter, dirs: "_Dirs", storage: Storage, plan: incremental.Plan,
+                   summary: PackSummary) -> None:
+    """An incremental's documents, under incremental/documents/: exactly those its manifest
+    (written already) says it carries, with the content whose XXH128 it records."""
+    digests = {entry.key: entry.xxh128 for entry in plan.entries() if entry.carried}
+    for info, chunks, hasher in storage.read_ahead(plan.carried) if len(plan.carried) else ():
+        member = layout.carried_member(*layout.document_of_key(info.key))
+        dirs.before(member)
+        content = _still_there(_changed_check(storage, info, chunks))
+        if content is None:
+            raise AviaryError(f"{storage.url}: {info.key}: deleted while packing an incremental (its manifest"
+                              " lists it); run pack again")
+        if writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher) != digests[info.key]:
+            raise AviaryError(f"{storage.url}: {info.key}: changed while packing (not the content whose XXH128"
+                              " the manifest records); run pack again")
+        summary.documents += 1
+        summary.document_bytes += info.size
 
 
 def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: BinaryIO, *,
@@ -314,9 +355,10 @@ def _pairing(path: str) -> bytes | None:
 
 
 def _write_documents(writer: TarWriter, dirs: "_Dirs", storage: Storage | None, files: Listing,
-                     member_of, summary: PackSummary) -> None:
+                     member_of, summary: PackSummary, record=None) -> None:
     """Each listed document as the member `member_of(key)` names, in the listing's order;
-    one deleted since the listing is left out and noted in `summary.vanished`."""
+    one deleted since the listing is left out and noted in `summary.vanished`.  `record`
+    (pack -g, a level 0) is given each document's snapshot entry."""
     for info, chunks, hasher in storage.read_ahead(files) if storage is not None and files else ():
         member = member_of(info.key)
         dirs.before(member)
@@ -324,7 +366,9 @@ def _write_documents(writer: TarWriter, dirs: "_Dirs", storage: Storage | None, 
         if content is None:
             summary.vanished.append((member, info.size))
             continue
-        writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher)
+        digest = writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher)
+        if record is not None:
+            record(incremental.Entry(info.key, info.size, digest, info.mtime_ns, info.etag))
         summary.documents += 1
         summary.document_bytes += info.size
 

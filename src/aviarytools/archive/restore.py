@@ -27,10 +27,11 @@ from ..db import Database
 from ..errors import AviaryError, InputError
 from ..query import quote_ident, quote_literal
 from ..spill import HashSet, SpillList
-from ..storage import Storage
+from ..storage import Listing, Storage
 from ..values import canonical_uuid
 from . import layout
 from .inspect import archived_tables
+
 from .walk import Consumer, Item, Walk, raise_problems
 
 
@@ -79,13 +80,12 @@ class Restore(Consumer):
         self.user_ids: tuple[str, ...] | None = None
         self.unknown_columns: dict[tuple[str, str], int] = {}  # (table, column) -> values dropped
         self.adopter: str | None = None  # the user id a single-user archive's documents go to
+        self.incremental: dict | None = None  # pack -g: level, archive, parent, base
         self.adopted = Adoption()
 
     # -- the pass over the archive -------------------------------------------
 
     def run(self, stream: BinaryIO, source: str, progress=None) -> RestoreSummary:
-        if self.storage is not None and not self.options.dry_run:
-            self.storage.ensure_root()
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
                 raise_problems(Walk(stream, source, self, progress))
@@ -140,6 +140,8 @@ class Restore(Consumer):
         else:
             self.user_ids = canonical_ids(self.options.user_ids)
         self._follow_metadata(metadata)
+        ours = metadata.get("aviarytools")
+        self.incremental = ours.get("incremental") if isinstance(ours, dict) else None
 
     def _adopting(self) -> None:
         if not self.use_db:
@@ -160,6 +162,58 @@ class Restore(Consumer):
         if key in self.adopted.existing:  # the user has a document there: the same, or refused
             self.adopted.overlapping.append((self.prefix + key, key, item.member.size,
                                              item.content.hasher.hexdigest()))
+
+    def on_manifest(self, item: Item, entries) -> None:
+        """An incremental: the target's documents are to be the manifest's.  Those it does
+        not carry must be there already, as the manifest records them: checked now,
+        before anything is written."""
+        if self.storage is None or not self.options.include_files:
+            return
+        relied = SpillList()
+        for entry in entries:
+            if self._wanted_user(layout.document_of_key(entry.key)[0]):
+                self.restored_keys.add(entry.key)  # kept by a replace
+                if not entry.carried:
+                    relied.append((entry.key, entry.size, entry.xxh128))
+        self._check_base(relied)
+
+    def _check_base(self, relied: SpillList) -> None:
+        link = self.incremental
+
+        def lacking(key: str, why: str) -> InputError:
+            return InputError(f"{key}: this incremental (level {link['level']}, archive {link['archive']}) relies on"
+                              f" it, and the target {why}: restore the archive it follows first ({link['parent']};"
+                              f" the chain's level 0 is {link['base']})")
+
+        there = self._target_documents()
+        current = next(there, None)
+        found = Listing()
+        for key, size, _ in relied:
+            order = key.encode("utf-8", "surrogateescape")
+            while current is not None and current.key.encode("utf-8", "surrogateescape") < order:
+                current = next(there, None)
+            if current is None or current.key != key:
+                raise lacking(key, "does not have it")
+            if current.size != size:
+                raise lacking(key, f"has {current.size} bytes there, not {size}")
+            found.add(current)
+        for (info, chunks, hasher), (key, _, digest) in zip(self.storage.read_ahead(found), relied):
+            for _ in chunks:
+                pass
+            if hasher.hexdigest() != digest:
+                raise lacking(key, f"has other content there (XXH128 {hasher.hexdigest()}, not {digest})")
+
+    def _target_documents(self):
+        if not self.storage.exists():
+            return iter(())
+        users = sorted(self.user_ids) if self.user_ids is not None else None
+        prefixes = [layout.storage_key(u, "") for u in users] if users is not None else [layout.STORAGE_USERS]
+        return (info for prefix in prefixes for info in self.storage.list(prefix))
+
+    def on_carried_document(self, item: Item) -> None:
+        entry = item.entry
+        if self.storage is not None and self.options.include_files and self._wanted_user(entry.user_id):
+            self._stage(layout.storage_key(entry.user_id, entry.path), item)
 
     def on_pairing(self, item: Item) -> None:
         self.adopted.pairing = b"".join(item.content.chunks()).decode("utf-8", "replace")

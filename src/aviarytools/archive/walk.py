@@ -48,7 +48,7 @@ from ..model import Table
 from ..rowinput import RowSource
 from ..spill import SpillList, compare_digests
 from ..tar import Member, NameSet, member_name_problem
-from . import layout
+from . import incremental, layout
 from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -167,6 +167,42 @@ class Rows:
             pass
 
 
+class ManifestEntries:
+    """The entries of an incremental's manifest.ndjson, checked as they are handed over."""
+
+    def __init__(self, walk: "Walk", item: Item):
+        self.walk, self.item = walk, item
+        self._entries = self._checked()
+
+    def __iter__(self):
+        return self._entries
+
+    def _checked(self) -> Iterator:
+        walk, tally = self.walk, self.walk.tally
+        reader = buffered(self.item.content)
+        previous = b""
+        for number, line in enumerate(iter(lambda: reader.readline(1 << 16), b""), 1):
+            try:
+                entry = incremental.entry_of(json.loads(line), manifest=True)
+                order = entry.key.encode("utf-8", "surrogateescape")
+                if order <= previous:
+                    raise ValueError("out of key order")
+                previous = order
+            except ValueError as e:
+                walk.report(problem("manifest", f"line {number}: not a manifest record ({e})", self.item.name))
+                continue
+            tally.manifest_documents += 1
+            tally.manifest_bytes += entry.size
+            tally.referenced.setdefault(layout.document_of_key(entry.key)[0], self.item.name)
+            if entry.carried:
+                walk.carried[entry.key] = (entry.size, entry.xxh128)
+            yield entry
+
+    def drain(self) -> None:
+        for _ in self._entries:
+            pass
+
+
 @dataclass
 class Tally:
     """What the content holds, to hold metadata and references against at the end."""
@@ -176,6 +212,8 @@ class Tally:
     document_bytes: int = 0
     configs: int = 0
     config_bytes: int = 0
+    manifest_documents: int = 0  # an incremental's documents as they are
+    manifest_bytes: int = 0
     vanished: int = 0  # documents listed in metadata, deleted before pack read them
     vanished_bytes: int = 0
     users: set[str] = field(default_factory=set)
@@ -192,6 +230,9 @@ class Walk:
         self.progress = progress  # told of each document done, and of metadata.json's total
         self.metadata: dict | None = None
         self.single_user = False  # metadata.json says so (pack --single-user)
+        self.incremental: dict | None = None  # pack -g: level, archive, parent, base
+        self.partial = False  # an incremental of level 1 or more: a manifest, not every document
+        self.carried: dict[str, tuple[int, str]] | None = None  # the manifest's carried: key -> (size, XXH128)
         self.declared: dict[str, Table] = {}
         self.tally = Tally()
         self._pending: list[Finding] = []
@@ -220,6 +261,10 @@ class Walk:
             raise
         yield from self._flushed()
         yield from self._checked_against_checksums()
+        for key in sorted(self.carried or ()):
+            yield problem("manifest", f"{key}: carried, says {layout.MANIFEST}, but not in the archive")
+        if self.partial and self.carried is None:
+            yield problem("manifest", f"an incremental without its {layout.MANIFEST}")
         if self.metadata is not None:
             yield from self._totals()
         yield from self._references()
@@ -259,11 +304,16 @@ class Walk:
                 yield problem("metadata", f"field {name} has the wrong type", layout.METADATA)
         ours = metadata.get("aviarytools")
         self.single_user = isinstance(ours, dict) and isinstance(ours.get("single_user"), dict)
+        self.incremental = ours.get("incremental") if isinstance(ours, dict) else None
+        if self.incremental is not None and not _chain_link(self.incremental):
+            yield problem("metadata", "aviarytools.incremental is not {level, archive, parent, base}", layout.METADATA)
+            self.incremental = None
+        self.partial = bool(self.incremental and self.incremental["level"])
+        mark = layout.SINGLE_USER_MARK if self.single_user else layout.INCREMENTAL_MARK if self.partial else None
         users = metadata.get("users_exported")
-        if self.single_user and users != layout.SINGLE_USER_MARK:
-            yield problem("metadata", f"a single-user archive's users_exported must be {layout.SINGLE_USER_MARK!r}",
-                          layout.METADATA)
-        elif not self.single_user and users is not None and not (
+        if mark is not None and users != mark:
+            yield problem("metadata", f"users_exported must be {mark!r} in this archive", layout.METADATA)
+        elif mark is None and users is not None and not (
                 isinstance(users, list) and all(isinstance(u, str) for u in users)):
             yield problem("metadata", "field users_exported is not a list of ids", layout.METADATA)
         try:
@@ -303,6 +353,10 @@ class Walk:
             return "a multi-user member in a single-user archive"
         if not self.single_user and kind in ("single_document", "pairing"):
             return "a single-user member in a multi-user archive"
+        if self.partial and kind in ("document", "config"):
+            return "a full archive's member in an incremental (its documents are under incremental/)"
+        if not self.partial and kind in ("manifest", "carried_document"):
+            return "an incremental's member in an archive that is not one"
         return None
 
     def _plain(self, item: Item) -> Iterator[Finding]:
@@ -338,6 +392,28 @@ class Walk:
 
     _pairing = _config
 
+    def _manifest(self, item: Item) -> Iterator[Finding]:
+        entries = ManifestEntries(self, item)
+        self.carried = {}
+        self._dispatch(item, entries)
+        entries.drain()
+        return iter(())
+
+    def _carried_document(self, item: Item) -> Iterator[Finding]:
+        if self.carried is None:
+            yield problem("manifest", f"before {layout.MANIFEST}, which must come first", item.name)
+            return
+        key = layout.storage_key(item.entry.user_id, item.entry.path)
+        expected = self.carried.pop(key, None)
+        self.tally.documents += 1
+        self.tally.document_bytes += item.member.size
+        self._dispatch(item)
+        digest = item.content.finish()
+        if expected is None:
+            yield problem("manifest", f"not carried, says {layout.MANIFEST}", item.name)
+        elif expected != (item.member.size, digest):
+            yield problem("manifest", f"{item.member.size} bytes, XXH128 {digest}: {layout.MANIFEST} says"
+                          f" {expected[0]} bytes, {expected[1]}", item.name)
     def _single_document(self, item: Item) -> Iterator[Finding]:
         self.tally.documents += 1
         self.tally.document_bytes += item.member.size
@@ -399,6 +475,8 @@ class Walk:
         metadata, tally = self.metadata, self.tally
         ours = metadata.get("aviarytools")
         documents, size = tally.documents + tally.vanished, tally.document_bytes + tally.vanished_bytes
+        if self.partial:  # the state the manifest records, not the documents carried
+            documents, size = tally.manifest_documents, tally.manifest_bytes
         expected = {
             "total_documents": (documents,), "total_size_bytes": (size,),
             "total_users": (tally.table_rows.get("users", 0),),
@@ -435,3 +513,10 @@ def raise_problems(findings: Iterator[Finding]) -> None:
     for finding in findings:
         if finding.severity == PROBLEM:
             raise ArchiveError(f"{finding.subject}: {finding.detail}" if finding.subject else finding.detail)
+
+
+def _chain_link(value) -> bool:
+    """Whether metadata's aviarytools.incremental says what it must."""
+    return (isinstance(value, dict) and type(value.get("level")) is int and value["level"] >= 0
+            and isinstance(value.get("archive"), str) and isinstance(value.get("base"), str)
+            and (value.get("parent") is None or isinstance(value.get("parent"), str)))

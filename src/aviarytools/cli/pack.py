@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..archive.pack import PackOptions, pack
+from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import CountingWriter, Progress
 from ..tar import gzip_output
@@ -33,9 +33,16 @@ DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, what
               help="A single-user installation: every file under pdfs/ (or $PDF_DIR) and the device pairing; no database.")
 @click.option("--rmapi-conf", metavar="FILE", default=DEFAULT_PAIRING, show_default=True,
               help="With --single-user: the device pairing to pack (absent is fine).")
+@click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
+              help="Incremental: only the documents changed since the state FILE records (a full archive,"
+              " level 0, if there is no FILE); FILE then records the new state.")
+@click.option("--level", type=click.IntRange(0, 0), metavar="0",
+              help="With -g: a full archive (level 0) whatever FILE holds, and a new chain.")
+@click.option("--checksum", is_flag=True,
+              help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
 def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, redact, single_user,
-            rmapi_conf, progress, **storage):
+            rmapi_conf, snapshot, level, checksum, progress, **storage):
     """Write the database and the documents as one tar stream.
 
     The layout is Aviary's own (metadata.json first, database/<table>.json,
@@ -50,24 +57,40 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
     """
     if output is None and sys.stdout.isatty():
         raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
+    if snapshot is None and (level is not None or checksum):
+        raise click.UsageError("--level and --checksum apply with -g FILE (--listed-incremental)")
+    if snapshot is not None and (no_files or single_user):
+        raise click.UsageError("-g FILE makes an incremental of the documents: not with --no-files or --single-user")
     if single_user:
         _refuse_with_single_user(db_url=db_url, user=users, tables=tables, exclude_tables=exclude_tables,
                                  no_db=no_db, no_files=no_files)
         _pack_single_user(output, compress, redact, rmapi_conf, progress, storage)
         return
     options = PackOptions(tuple(users) if users else None, table_names(tables, "--tables"),
-                          table_names(exclude_tables, "--exclude-tables"), not no_files, redact)
+                          table_names(exclude_tables, "--exclude-tables"), not no_files, redact,
+                          Incremental(snapshot, level == 0, checksum) if snapshot else None)
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
-    with _output(output) as out:
-        meter = Progress("pack", progress)
-        stream = gzip_output(out) if compress else None
-        target = CountingWriter(stream or out, meter)
-        with closing(db) if db is not None else contextlib.nullcontext():
-            summary = pack(db, storage, target, options, progress=meter)
-        if stream:
-            stream.close()
-        meter.done()
+    summary = None
+    try:
+        with _output(output) as out:
+            meter = Progress("pack", progress)
+            stream = gzip_output(out) if compress else None
+            target = CountingWriter(stream or out, meter)
+            with closing(db) if db is not None else contextlib.nullcontext():
+                summary = pack(db, storage, target, options, progress=meter)
+            if stream:
+                stream.close()
+            meter.done()
+    except BaseException:
+        if summary is not None and summary.snapshot is not None:
+            summary.snapshot.abort()  # FILE stays as it was: the archive is not complete
+        raise
+    if summary.snapshot is not None:
+        summary.snapshot.commit()  # only now: the archive is whole (and, with -o, on disk)
+        info(f"{snapshot}: the state of level {summary.level}")
+    for key in summary.vanished_keys:
+        warn(f"{key}: deleted while packing: left out of the incremental and of {snapshot}")
     for user_id, count in sorted(summary.userless.items()):
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
     for member, _ in summary.vanished:

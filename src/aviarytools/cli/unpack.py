@@ -71,9 +71,13 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
                              table_names(exclude_tables, "--exclude-tables"), not no_db, not no_files,
                              create_schema, dry_run, not no_sync, accept_column_loss, adopt)
     storage = None if no_files else open_storage(**storage)
-    db = None if no_db else _open_target(db_url, create_schema, dry_run)
-    with closing(db) if db else _nothing():
-        summary = restore(stream, source, db, storage, options, warn, meter)
+    db, new_file = (None, None) if no_db else _open_target(db_url, create_schema, dry_run)
+    try:
+        with closing(db) if db else _nothing():
+            summary = restore(stream, source, db, storage, options, warn, meter)
+    except BaseException:
+        _remove_new(new_file)  # a failed restore leaves no new database behind
+        raise
     meter.done()
     report = info if not dry_run else _always
     for table, counts in sorted(summary.tables.items()):
@@ -84,16 +88,41 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
 
 
 def _open_target(db_url, create_schema, dry_run):
-    """A dry run into a SQLite file not made yet checks against an empty database in
+    """(the target database, the SQLite file --create-schema makes for it, if it does).
+    A dry run into a SQLite file not made yet checks against an empty database in
     memory: it must leave no new file behind."""
     from ..config import resolve_db_url
     from ..db import connect
 
     url = resolve_db_url(db_url)
-    if dry_run and create_schema and not url.startswith(("postgres://", "postgresql://")):
-        if not os.path.exists(url.removeprefix("sqlite:").removeprefix("//").split("?", 1)[0]):
-            return connect(":memory:", create=True)
-    return open_db(url, create=create_schema)
+    new = None  # the file and the folders for it that do not exist yet
+    if not url.startswith(("postgres://", "postgresql://")):
+        path = os.path.abspath(url.removeprefix("sqlite:").removeprefix("//").split("?", 1)[0])
+        if not os.path.exists(path):
+            new = [path]
+            while not os.path.exists(os.path.dirname(new[-1])):
+                new.append(os.path.dirname(new[-1]))
+    if dry_run and create_schema and new is not None:
+        return connect(":memory:", create=True), None
+    return open_db(url, create=create_schema), new if create_schema else None
+
+
+def _remove_new(new: list[str] | None) -> None:
+    """Remove the database file (and its journal) a failed restore made, and the folders it
+    made for it, now empty."""
+    path, *folders = new or [None]
+    if path is None:
+        return
+    for name in (path, path + "-journal", path + "-wal", path + "-shm"):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # something else was put there meanwhile
+            return
 
 
 def _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,

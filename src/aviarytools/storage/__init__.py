@@ -18,11 +18,11 @@ from collections.abc import Mapping
 
 from aviarytools.errors import ConfigError, redact
 
-from .base import Capabilities, ObjectInfo, Storage
+from .base import Capabilities, Listing, ObjectInfo, Storage
 from .filesystem import FilesystemStorage
 
 __all__ = [
-    "BACKENDS", "Capabilities", "FilesystemStorage", "ObjectInfo", "S3Storage", "Storage",
+    "BACKENDS", "Capabilities", "FilesystemStorage", "Listing", "ObjectInfo", "S3Storage", "Storage",
     "open_storage", "resolve_storage", "storage_from_env",
 ]
 

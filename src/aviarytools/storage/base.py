@@ -10,6 +10,7 @@ import xxhash
 
 from aviarytools.errors import MissingObject, StorageError, redact
 
+from ..spill import SpillList
 from .transfers import Transfers
 
 CHUNK_SIZE = 1 << 20
@@ -46,6 +47,7 @@ class ObjectInfo:
     size: int
     mtime: float  # seconds since the epoch
     etag: str | None = None  # S3 ETag without quotes; None on a filesystem
+    mtime_ns: int | None = None  # a file's nanoseconds, where the storage keeps them (a folder)
 
 
 class Storage(ABC):
@@ -167,10 +169,6 @@ class Storage(ABC):
         alone are not looked into)."""
         return iter(())
 
-    def ensure_root(self) -> None:
-        """Make the storage's root where it does not exist yet (a folder), before a restore
-        writes into it."""
-
     def sync(self) -> None:
         """Make every write, promotion and deletion so far durable.
 
@@ -195,6 +193,26 @@ class Storage(ABC):
     def check_size(self, key: str, expected: int | None, written: int) -> None:
         if expected is not None and expected != written:
             raise self.error(key, f"expected {expected} bytes, got {written}")
+
+
+class Listing:
+    """Objects listed before they are read (pack lists every document before it writes
+    metadata.json, with their count and total size): kept in a SpillList, so that a
+    million of them do not sit in memory."""
+
+    def __init__(self):
+        self._entries = SpillList()
+        self.bytes = 0
+
+    def add(self, info: ObjectInfo) -> None:
+        self._entries.append((info.key, info.size, info.mtime, info.etag, info.mtime_ns))
+        self.bytes += info.size
+
+    def __iter__(self) -> Iterator[ObjectInfo]:
+        return (ObjectInfo(*entry) for entry in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def hashing(chunks: Iterable[bytes], hasher) -> Iterator[bytes]:

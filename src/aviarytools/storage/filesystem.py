@@ -107,10 +107,6 @@ class FilesystemStorage(Storage):
     def exists(self) -> bool:
         return self.root.is_dir()
 
-    def ensure_root(self) -> None:
-        with self._translated(None):
-            ownership.make_folders(self._root, ownership.inherited_owner(self._root))
-
     def _new_owner(self) -> ownership.Owner | None:
         if not self._owner_known:
             self._owner = ownership.inherited_owner(self._root)
@@ -137,7 +133,7 @@ class FilesystemStorage(Storage):
             raise self.error(key, err.strerror) from err
         if not stat_module.S_ISREG(st.st_mode):
             return None
-        return ObjectInfo(key, st.st_size, st.st_mtime)
+        return ObjectInfo(key, st.st_size, st.st_mtime, mtime_ns=st.st_mtime_ns)
 
     def read(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         path = self._path(key)
@@ -382,7 +378,7 @@ class FilesystemStorage(Storage):
             return None
         except OSError as err:
             raise self.error(key, err.strerror) from err
-        return ObjectInfo(key, st.st_size, st.st_mtime)
+        return ObjectInfo(key, st.st_size, st.st_mtime, mtime_ns=st.st_mtime_ns)
 
     def _path(self, key: str) -> str:
         if not valid_key(key):

@@ -1,0 +1,278 @@
+"""Incremental archives: the state of the documents at a pack, and what changed since.
+
+As GNU tar's --listed-incremental, `pack -g FILE` keeps in FILE (the snapshot
+file) the state of the documents when it last packed: one NDJSON line per
+document, in key order, after a first line saying whose state it is:
+
+    {"aviarytools_snapshot": 1, "archive": ID, "base": ID, "level": 0,
+     "storage": "/data", "users": null, "created": "2026-12-01T03:15:00Z"}
+    {"key": "users/<uuid>/pdfs/a.pdf", "size": 1234, "mtime_ns": 1764..., "etag": null,
+     "xxh128": "<32 hex digits>"}
+
+Without FILE (or with --level 0) pack writes an ordinary full archive and
+creates FILE.  With FILE, it writes an incremental: every table whole, a
+manifest of every document as it is now (the same lines, with "carried"),
+and the bytes of the documents that are new or changed since FILE's state:
+a different size, or a different mtime (a folder) or ETag (S3), or with
+--checksum a different XXH128.  FILE is replaced only once the archive is
+complete.
+
+An incremental keeps its documents under incremental/documents/, not
+filesystem/: Aviary's own restore wipes every user's folder whenever an
+archive has a filesystem/ folder, and this archive does not carry every
+document.  Its users_exported is not a list, so Aviary's admin page refuses
+it before touching anything.  A level 0 stays an ordinary archive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..errors import AviaryError, MissingObject
+from ..spill import SpillList
+from ..storage import Listing, ObjectInfo
+from . import layout
+
+FORMAT = 1
+MANIFEST = layout.MANIFEST
+_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class State:
+    """Whose state a snapshot file holds: the archive it was written with, the chain's
+    level 0, its level, and the storage and users it covers."""
+
+    archive: str
+    base: str
+    level: int
+    storage: str
+    users: tuple[str, ...] | None
+
+    def header(self, created: str) -> dict:
+        return {"aviarytools_snapshot": FORMAT, "archive": self.archive, "base": self.base, "level": self.level,
+                "storage": self.storage, "users": list(self.users) if self.users is not None else None,
+                "created": created}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One document as the snapshot (or a manifest) records it."""
+
+    key: str
+    size: int
+    xxh128: str
+    mtime_ns: int | None = None
+    etag: str | None = None
+    carried: bool = True  # in a manifest: whether the archive holds its bytes
+
+    def line(self, manifest: bool = False) -> bytes:
+        record = {"key": self.key, "size": self.size, "mtime_ns": self.mtime_ns, "etag": self.etag,
+                  "xxh128": self.xxh128}
+        if manifest:
+            record["carried"] = self.carried
+        return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+
+
+def entry_of(record: object, manifest: bool = False) -> Entry:
+    """An Entry from a parsed line; ValueError saying what is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    key, size, digest = record.get("key"), record.get("size"), record.get("xxh128")
+    if not isinstance(key, str) or layout.document_of_key(key) is None:
+        raise ValueError("no key of a document (users/<uuid>/pdfs/...)")
+    if type(size) is not int or size < 0:
+        raise ValueError("no size")
+    if not isinstance(digest, str) or not _HEX.fullmatch(digest):
+        raise ValueError("no XXH128")
+    mtime_ns, etag = record.get("mtime_ns"), record.get("etag")
+    if mtime_ns is not None and type(mtime_ns) is not int or etag is not None and not isinstance(etag, str):
+        raise ValueError("a bad mtime_ns or etag")
+    carried = record.get("carried", True)
+    if manifest and not isinstance(carried, bool):
+        raise ValueError("no carried")
+    return Entry(key, size, digest, mtime_ns, etag, carried)
+
+
+def read_snapshot(path: str) -> tuple[State, Iterator[Entry]] | None:
+    """The state FILE records (None if there is no FILE), and its entries, in key order,
+    read as they are asked for.  A damaged FILE is an error naming its line."""
+    try:
+        file = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise AviaryError(f"{path}: {e.strerror or e}") from None
+    first = file.readline()
+    try:
+        header = json.loads(first)
+        state = State(str(header["archive"]), str(header["base"]), int(header["level"]), str(header["storage"]),
+                      tuple(header["users"]) if header["users"] is not None else None)
+        if header.get("aviarytools_snapshot") != FORMAT:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        file.close()
+        raise AviaryError(f"{path} line 1: not an aviarytools snapshot file (pack -g writes one)") from None
+    return state, _entries(file, path)
+
+
+def _entries(file, path: str) -> Iterator[Entry]:
+    previous = None
+    with file:
+        for number, line in enumerate(file, 2):
+            try:
+                entry = entry_of(json.loads(line))
+            except ValueError as e:
+                raise AviaryError(f"{path} line {number}: not a snapshot record ({e})") from None
+            if previous is not None and _order(entry.key) <= _order(previous):
+                raise AviaryError(f"{path} line {number}: {entry.key}: out of key order (damaged?)")
+            previous = entry.key
+            yield entry
+
+
+def _order(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def unchanged(info: ObjectInfo, before: Entry) -> bool:
+    """Whether change detection says the object is as the snapshot recorded it: the same
+    size, and the same nanosecond mtime (a folder) or ETag (S3)."""
+    if info.size != before.size:
+        return False
+    if info.mtime_ns is not None:
+        return info.mtime_ns == before.mtime_ns
+    return info.etag is not None and info.etag == before.etag
+
+
+def merged(listing: Iterable[ObjectInfo], before: Iterator[Entry]) -> Iterator[tuple[ObjectInfo, Entry | None]]:
+    """(object, the snapshot's entry for its key or None) for every listed object: both are
+    in key order, so this is a merge, holding one of each."""
+    previous = next(before, None)
+    for info in listing:
+        while previous is not None and _order(previous.key) < _order(info.key):
+            previous = next(before, None)
+        yield info, previous if previous is not None and previous.key == info.key else None
+
+
+class SnapshotWriter:
+    """The new FILE, written as FILE.partial-<random> and put in FILE's place by commit():
+    a pack that fails leaves FILE as it was."""
+
+    def __init__(self, path: str, state: State, created: str):
+        self.path = path
+        self.partial = f"{path}.partial-{os.urandom(4).hex()}"
+        try:
+            fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise AviaryError(f"{path}: {e.strerror or e}") from None
+        self.file = open(fd, "wb")
+        self.file.write(json.dumps(state.header(created)).encode() + b"\n")
+
+    def add(self, entry: Entry) -> None:
+        self.file.write(entry.line())
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.partial, self.path)
+        except OSError as e:
+            self.abort()
+            raise AviaryError(f"{self.path}: {e.strerror or e}") from None
+
+    def abort(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.partial)
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class Plan:
+    """What one pack -g writes: the new state, and for an incremental its manifest and the
+    documents it carries."""
+
+    state: State
+    parent: str | None
+    manifest: SpillList | None = None  # Entry fields of every document, level >= 1
+    carried: object = None  # pack's Listing of the objects whose bytes go in, level >= 1
+    documents: int = 0
+    document_bytes: int = 0
+    manifest_size: int = 0
+    vanished: list = None
+
+    @property
+    def level(self) -> int:
+        return self.state.level
+
+    def metadata(self) -> dict:
+        return {"level": self.level, "archive": self.state.archive, "parent": self.parent,
+                "base": self.state.base, "carried": len(self.carried) if self.carried is not None else None,
+                "manifest": MANIFEST if self.level else None}
+
+    def entries(self) -> Iterator[Entry]:
+        for fields in self.manifest or ():
+            yield Entry(*fields)
+
+
+def plan(path: str, level_0: bool, checksum: bool, storage, files, users: tuple[str, ...] | None,
+         new_id: str) -> Plan:
+    """Read FILE's state (unless level_0) and decide, document by document, what goes in
+    (`files`: pack's listing, in key order)."""
+    previous = None if level_0 else read_snapshot(path)
+    if previous is None:
+        return Plan(State(new_id, new_id, 0, storage.url if storage else "", users), None, vanished=[])
+    state, before = previous
+    here = storage.url if storage else ""
+    if state.storage != here:
+        raise AviaryError(f"{path}: the snapshot of {state.storage}, not of {here}: give another FILE,"
+                          " or --level 0 for a new chain")
+    if state.users != users:
+        shown = "every user" if state.users is None else ", ".join(state.users)
+        raise AviaryError(f"{path}: the snapshot of a pack of {shown}: one snapshot file per selection"
+                          " (--user); give another FILE, or --level 0")
+    result = Plan(State(new_id, state.base, state.level + 1, here, users), state.archive,
+                  SpillList(), Listing(), vanished=[])
+    decided = SpillList()  # (object fields, digest of an unchanged one or None, the recorded digest)
+    to_hash = Listing()
+    for info, entry in merged(files, before):
+        if entry is not None and not checksum and unchanged(info, entry):
+            decided.append(((info.key, info.size, info.mtime, info.etag, info.mtime_ns), entry.xxh128, None))
+        else:
+            decided.append(((info.key, info.size, info.mtime, info.etag, info.mtime_ns), None,
+                            entry.xxh128 if entry is not None and entry.size == info.size else None))
+            to_hash.add(info)
+    hashed = _digests(storage, to_hash, result.vanished)
+    for fields, kept, recorded in decided:
+        info = ObjectInfo(*fields)
+        digest = kept if kept is not None else next(hashed)
+        if digest is None:
+            continue  # deleted since the listing: not in the state
+        carried = kept is None and digest != recorded  # new, or its content changed
+        result.manifest.append((info.key, info.size, digest, info.mtime_ns, info.etag, carried))
+        result.manifest_size += len(Entry(info.key, info.size, digest, info.mtime_ns, info.etag,
+                                          carried).line(manifest=True))
+        result.documents += 1
+        result.document_bytes += info.size
+        if carried:
+            result.carried.add(info)
+    return result
+
+
+def _digests(storage, objects, vanished: list) -> Iterator[str | None]:
+    """The XXH128 of each object, in order (None for one deleted meanwhile, noted in `vanished`)."""
+    for info, chunks, hasher in storage.read_ahead(objects) if len(objects) else ():
+        try:
+            for _ in chunks:
+                pass
+        except MissingObject:
+            vanished.append(info.key)
+            yield None
+            continue
+        yield hasher.hexdigest()

@@ -1,0 +1,218 @@
+"""Incremental backups (pack -g FILE): a level 0, then only what changed since, restored as a
+chain into a target equal to the live installation, on real folders, SQLite, PostgreSQL and S3."""
+
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from archive_helpers import (all_ok, bucket_storage, decodes_into_aviarys_struct, dump_tables, installation,
+                             objects, pipeline, s3_args, s3_env)
+from aviarytools.archive import layout
+from helpers import aviary, ok, one_line_error
+
+
+def members(archive) -> dict[str, bytes | None]:
+    with tarfile.open(fileobj=io.BytesIO(archive.read_bytes() if hasattr(archive, "read_bytes") else archive)) as tar:
+        return {m.name: tar.extractfile(m).read() if m.isfile() else None for m in tar}
+
+
+def metadata_of(archive) -> dict:
+    return json.loads(members(archive)["metadata.json"])
+
+
+def manifest_of(archive) -> list[dict]:
+    return [json.loads(line) for line in members(archive)["manifest.ndjson"].splitlines()]
+
+
+def documents(folder) -> dict[str, str]:
+    return {k: v for k, v in objects(folder).items() if k.startswith("users/")}
+
+
+@pytest.fixture
+def live(tmp_path):
+    url, data = str(tmp_path / "live" / "aviary.db"), tmp_path / "live"
+    tables = installation(url, data, users=3, docs_per_user=4)
+    keys = sorted(documents(data))
+    return {"url": url, "data": data, "tables": tables, "keys": keys, "snapshot": tmp_path / "snapshot.ndjson",
+            "root": tmp_path}
+
+
+def pack_g(site, name, *extra) -> "os.PathLike":
+    out = site["root"] / name
+    ok("pack", "--db", site["url"], "--storage", site["data"], "-g", site["snapshot"], "-o", out, *extra)
+    return out
+
+
+def change(site) -> dict[str, str]:
+    """New, changed at the same size, changed at another size, deleted; and a table row."""
+    data, keys = site["data"], site["keys"]
+    user = keys[0].split("/")[1]
+    (data / layout.storage_key(user, "brand new.pdf")).write_bytes(b"%PDF new")
+    same = data / keys[1]
+    body = bytearray(same.read_bytes())
+    body[100] ^= 0xFF
+    same.write_bytes(bytes(body))
+    os.utime(same, ns=(same.stat().st_atime_ns, same.stat().st_mtime_ns + 1))
+    (data / keys[2]).write_bytes(b"%PDF grown " * 500)
+    (data / keys[3]).unlink()
+    import sqlite3
+
+    with sqlite3.connect(site["url"]) as conn:
+        conn.execute("UPDATE system_settings SET value = 'changed' WHERE key = 'smtp_host'")
+    return {"new": layout.storage_key(user, "brand new.pdf"), "same size": keys[1], "other size": keys[2],
+            "deleted": keys[3]}
+
+
+def restored_equals_live(site, url, data):
+    assert dump_tables(url) == dump_tables(site["url"])
+    assert documents(data) == documents(site["data"])
+
+
+def test_level_1_carries_exactly_what_changed_and_the_chain_restores_the_live_installation(live):
+    level_0 = pack_g(live, "level0.tar")
+    assert metadata_of(level_0)["aviarytools"]["incremental"]["level"] == 0
+    changed = change(live)
+    level_1 = pack_g(live, "level1.tar")
+    info = metadata_of(level_1)["aviarytools"]["incremental"]
+    assert (info["level"], info["parent"], info["base"]) == (1, metadata_of(level_0)["aviarytools"]["incremental"]
+                                                              ["archive"], info["parent"])
+    carried = {n for n in members(level_1) if n.startswith(layout.CARRIED_PREFIX) and members(level_1)[n] is not None}
+    expected = {changed["new"], changed["same size"], changed["other size"]}
+    assert carried == {layout.carried_member(*layout.document_of_key(k)) for k in expected}
+    manifest = manifest_of(level_1)
+    assert [e["key"] for e in manifest] == sorted(documents(live["data"]))  # every document as it is now
+    assert {e["key"] for e in manifest if e["carried"]} == expected
+    assert changed["deleted"] not in {e["key"] for e in manifest}
+    assert aviary("verify", level_1).returncode == 0
+
+    target, files = str(live["root"] / "t" / "aviary.db"), live["root"] / "t"
+    ok("unpack", "--db", target, "--storage", files, "--create-schema", level_0)
+    ok("unpack", "--db", target, "--storage", files, level_1)
+    restored_equals_live(live, target, files)
+    assert aviary("doctor", "--db", target, "--storage", files, "--against", level_1).returncode == 0
+
+    (live["data"] / changed["new"]).write_bytes(b"%PDF newer")  # level 2, after level 1
+    level_2 = pack_g(live, "level2.tar")
+    assert metadata_of(level_2)["aviarytools"]["incremental"]["level"] == 2
+    ok("unpack", "--db", target, "--storage", files, level_2)
+    restored_equals_live(live, target, files)
+
+
+def test_an_incremental_without_its_base_is_refused_and_writes_nothing(live):
+    pack_g(live, "level0.tar")
+    change(live)
+    level_1 = pack_g(live, "level1.tar")
+    fresh = live["root"] / "fresh"
+    result = aviary("unpack", "--db", fresh / "aviary.db", "--storage", fresh, "--create-schema", level_1)
+    error = one_line_error(result)
+    assert "relies on it, and the target does not have it: restore the archive it follows first" in error
+    assert metadata_of(level_1)["aviarytools"]["incremental"]["parent"] in error
+    assert not fresh.exists()
+
+    other = live["root"] / "other"  # a target with the base's documents, one of them since changed
+    ok("unpack", "--db", other / "aviary.db", "--storage", other, "--create-schema",
+       live["root"] / "level0.tar")
+    kept = next(e["key"] for e in manifest_of(level_1) if not e["carried"])
+    (other / kept).write_bytes(b"X" * (other / kept).stat().st_size)
+    before = (dump_tables(str(other / "aviary.db")), documents(other))
+    assert "has other content there" in one_line_error(
+        aviary("unpack", "--db", other / "aviary.db", "--storage", other, level_1))
+    assert (dump_tables(str(other / "aviary.db")), documents(other)) == before
+
+
+def test_touched_but_unchanged_is_not_carried_and_checksum_finds_a_same_size_same_mtime_change(live):
+    pack_g(live, "level0.tar")
+    first, second = live["data"] / live["keys"][0], live["data"] / live["keys"][1]
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 5))  # touched only
+    stamp = second.stat()
+    body = bytearray(second.read_bytes())
+    body[10] ^= 1
+    second.write_bytes(bytes(body))
+    os.utime(second, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # content changed, size and mtime kept
+    level_1 = pack_g(live, "level1.tar")
+    assert {e["key"] for e in manifest_of(level_1) if e["carried"]} == set()
+    level_2 = pack_g(live, "level2.tar", "--checksum")
+    assert {e["key"] for e in manifest_of(level_2) if e["carried"]} == {live["keys"][1]}
+
+
+def test_level_0_forces_a_full_archive_and_a_new_chain(live):
+    level_0 = pack_g(live, "level0.tar")
+    change(live)
+    again = pack_g(live, "again.tar", "--level", "0")
+    link = metadata_of(again)["aviarytools"]["incremental"]
+    assert link["level"] == 0 and link["base"] == link["archive"] != metadata_of(level_0)["aviarytools"][
+        "incremental"]["archive"]
+    assert "manifest.ndjson" not in members(again)
+
+
+def test_a_failed_pack_leaves_the_snapshot_as_it_was_and_a_bad_one_is_refused(live, tmp_path):
+    pack_g(live, "level0.tar")
+    before = live["snapshot"].read_bytes()
+    change(live)
+    (live["data"] / live["keys"][0]).write_bytes(os.urandom(4 << 20))  # more than a pipe holds
+    import subprocess
+
+    from helpers import AVIARY
+    cmd = [*AVIARY, "pack", "--db", live["url"], "--storage", str(live["data"]), "-g", str(live["snapshot"])]
+    cut = subprocess.run(f"set -o pipefail; {' '.join(map(repr, cmd))} | head -c 1000 > /dev/null", shell=True,
+                         executable="/bin/bash", capture_output=True)
+    assert cut.returncode == 1 and b"the reader closed the output" in cut.stderr
+    assert live["snapshot"].read_bytes() == before
+    assert not [p for p in live["snapshot"].parent.iterdir() if ".partial-" in p.name]
+
+    damaged = tmp_path / "damaged.ndjson"
+    damaged.write_bytes(before[:-40])
+    lines = before.count(b"\n")
+    assert f"{damaged} line {lines}: not a snapshot record" in one_line_error(aviary(
+        "pack", "--db", live["url"], "--storage", live["data"], "-g", damaged, "-o", tmp_path / "y.tar"))
+    elsewhere = tmp_path / "elsewhere.ndjson"
+    elsewhere.write_bytes(before.replace(str(live["data"]).encode(), b"/srv/another"))
+    assert "the snapshot of /srv/another, not of" in one_line_error(aviary(
+        "pack", "--db", live["url"], "--storage", live["data"], "-g", elsewhere, "-o", tmp_path / "z.tar"))
+    alice = aviary("pack", "--db", live["url"], "--storage", live["data"], "-g", live["snapshot"], "--user",
+                   "admin", "-o", tmp_path / "w.tar")
+    assert "one snapshot file per selection" in one_line_error(alice)
+    assert live["snapshot"].read_bytes() == before
+
+
+def test_aviarys_admin_page_refuses_an_incremental_and_takes_a_level_0(live):
+    level_0 = pack_g(live, "level0.tar")
+    change(live)
+    level_1 = pack_g(live, "level1.tar")
+    assert decodes_into_aviarys_struct(metadata_of(level_0))
+    assert any(n.startswith("filesystem/documents/") for n in members(level_0))
+    assert not decodes_into_aviarys_struct(metadata_of(level_1))
+    assert not [n for n in members(level_1) if n == "filesystem" or n.startswith("filesystem/")]
+
+
+def test_verify_holds_an_incremental_to_its_manifest(live):
+    pack_g(live, "level0.tar")
+    change(live)
+    level_1 = pack_g(live, "level1.tar")
+    data = bytearray(level_1.read_bytes())
+    at = data.index(b'"carried": true')
+    data[at:at + 15] = b'"carried":false'  # a carried document the manifest now says is not
+    damaged = live["root"] / "damaged.tar"
+    damaged.write_bytes(bytes(data))
+    found = aviary("verify", damaged).stderr.decode()
+    assert "not carried, says manifest.ndjson" in found
+
+
+def test_an_incremental_chain_on_s3_and_postgresql(tmp_path, pg_url, s3_server, s3_bucket):
+    store = bucket_storage(s3_server, s3_bucket)
+    installation(pg_url, store, users=2)
+    snapshot = tmp_path / "s3.ndjson"
+    args = ["--db", pg_url, *s3_args(s3_server, s3_bucket), "-g", snapshot]
+    all_ok(pipeline(["aviary", "pack", *args, "-z"], ["gzip", "-dc"], ["aviary", "unpack", "--db",
+                    tmp_path / "t.db", "--storage", tmp_path / "t", "--create-schema"], env=s3_env(s3_server)))
+    key = next(info.key for info in store.list("users/"))
+    store.write(key, [b"%PDF changed on S3"])
+    store.write(key.rsplit("/", 1)[0] + "/added.pdf", [b"%PDF added"])
+    level_1 = all_ok(pipeline(["aviary", "pack", *args], env=s3_env(s3_server)))
+    assert {e["key"] for e in manifest_of(level_1) if e["carried"]} == {key, key.rsplit("/", 1)[0] + "/added.pdf"}
+    ok("unpack", "--db", tmp_path / "t.db", "--storage", tmp_path / "t", input=level_1)
+    assert documents(tmp_path / "t") == {k: v for k, v in objects(store).items() if k.startswith("users/")}
+    assert dump_tables(str(tmp_path / "t.db"))["users"] == dump_tables(pg_url)["users"]
