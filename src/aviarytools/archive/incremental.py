@@ -156,6 +156,8 @@ def merged(listing: Iterable[ObjectInfo], before: Iterator[Entry]) -> Iterator[t
         while previous is not None and _order(previous.key) < _order(info.key):
             previous = next(before, None)
         yield info, previous if previous is not None and previous.key == info.key else None
+    for _ in before:  # the rest is read too: a damaged snapshot is refused wherever it is damaged
+        pass
 
 
 class SnapshotWriter:
