@@ -130,6 +130,32 @@ class Fixtures:
         """The big installation's documents in a bucket (a pack source; never written to)."""
         return self._once("big_bucket", lambda: self._bucket_from(Path(self.big_source.storage)))
 
+    # -- many small documents (400 of 8 KiB), for drills with dozens of uploads in flight --
+
+    @property
+    def many_source(self) -> Target:
+        def build():
+            folder = self.env.fresh("many-source")
+            target = Target(str(folder / "aviary.db"), str(folder / "data"), self.env)
+            tables = installation(target.db, target.storage, users=4, docs_per_user=2, seed=13)
+            rng = random.Random(4)
+            for user in tables["users"]:
+                pdfs = Path(target.storage, "users", user["id"], "pdfs", "many")
+                pdfs.mkdir(parents=True)
+                for n in range(100):
+                    (pdfs / f"small-{n:03d}.pdf").write_bytes(b"%PDF-1.4\n" + rng.randbytes(8 * 1024))
+            return target
+        return self._once("many_source", build)
+
+    @property
+    def many_archive(self) -> bytes:
+        return self._once("many_archive", lambda: expect_ok(self.env.run("pack", *self.many_source.args)).out)
+
+    @property
+    def many_bucket(self) -> str:
+        """The many documents in a bucket (a pack source; never written to)."""
+        return self._once("many_bucket", lambda: self._bucket_from(Path(self.many_source.storage)))
+
     # -- targets holding other data, to restore into --
 
     @property

@@ -1,12 +1,16 @@
 """Family 5: the servers or the disk fail mid-command.
 
 PostgreSQL is stopped (`immediate`, a crash) while load-table and a restore stream in through a
-pipe; the S3 server is killed mid-pack and mid-restore; a target folder is read-only (a
-read-only bind mount) or full (a 2 MiB tmpfs).  Each command must fail with one line; once the
-server is back, the target is exactly as before, with no staging leftovers."""
+pipe; the S3 server is killed mid-pack and mid-restore (also with dozens of uploads or reads in
+flight), answers 500 or 403 (fault_proxy.py in front of it) or answers slowly (latency_proxy.py);
+a target folder is read-only (a read-only bind mount) or full (a 2 MiB tmpfs).  Each command must
+fail with one line; once the server is back (and the prefix the error names is deleted), the
+target is exactly as before, with no staging leftovers.  Through retried 500s or a slow server,
+a restore must succeed and leave the target equal to the archive."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -14,14 +18,20 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from fault_proxy import INTERNAL_ERROR, INVALID_ACCESS_KEY, FaultProxy
+from latency_proxy import LatencyProxy
 from servers import port_answers
 
 from .fixtures import Fixtures, files_under, login_attempts
-from .harness import (WHERE_ARCHIVE, WHERE_KEY, Case, Checks, Env, Proc, Skip, Target, expect_error,
-                      expect_no_leftovers, expect_same, expect_verify_fails, leftovers)
+from .harness import (WHERE_ARCHIVE, WHERE_KEY, Case, Checks, Env, Fail, Proc, Result, Skip, State, Target,
+                      dump_tables, expect_error, expect_no_leftovers, expect_ok, expect_same, expect_verify_fails,
+                      folder_files, leftovers)
 
 WHERE_DB = r"postgresql://\S+|line \d+|" + WHERE_ARCHIVE
 WHERE_S3 = r"s3://\S+|users/\S+|" + WHERE_ARCHIVE
+# A restore that could not remove what it staged says which prefix to delete.
+WHERE_STAGED = r"could not be removed: once the storage answers, delete s3://[^/\s]+/\.aviary-restore-[0-9a-f]+/"
+BOUND = 120  # seconds: a failure within this, whatever the S3 client's timeouts and retries
 
 
 def feed_and_strike(proc: Proc, data: bytes, strike, at: float = 0.4, settle: float = 0.8) -> threading.Thread:
@@ -55,6 +65,44 @@ def mounted(kind: str, path: Path):
     finally:
         if done:
             subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def running(proc: Proc) -> bool:
+    """Whether the command still runs, without reaping it (Proc.wait does)."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
+def when(proc: Proc, reached, what: str, timeout: float = 60):
+    """Wait until reached() gives a true value, and give it; Fail (the command stopped) if it
+    never does while the command runs."""
+    deadline = time.monotonic() + timeout
+    while running(proc) and time.monotonic() < deadline:
+        if value := reached():
+            return value
+        time.sleep(0.005)
+    raise Fail(f"drill: {what} never happened: {proc.wait(5).shown()}")
+
+
+def when_staged(target: Target, proc: Proc, count: int) -> int:
+    """Wait until `count` objects are staged in the target's bucket; how many were then."""
+    client = target.env.s3.client()
+
+    def staged():
+        found = client.list_objects_v2(Bucket=target.storage, Prefix=".aviary-restore-").get("KeyCount", 0)
+        return found if found >= count else 0
+    return when(proc, staged, f"{count} objects staged at once")
+
+
+def via(target: Target, endpoint: str) -> list[str]:
+    """The target's arguments, with its S3 requests sent to `endpoint` (a proxy)."""
+    args = target.args
+    args[args.index("--s3-endpoint") + 1] = endpoint
+    return args
+
+
+def within(result: Result, seconds: float = BOUND) -> None:
+    if result.seconds > seconds:
+        raise Fail(f"{result.name} took {result.seconds:.0f}s to fail (bound: {seconds:.0f}s)")
 
 
 @contextmanager
@@ -150,6 +198,112 @@ def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
         checks(expect_same, before, source.state(), "bucket")
         return checks.done(f"{(line or '').split(': ', 1)[-1][:150]} ({result.measure()})")
 
+    def many_target(name: str, pg: bool = False) -> tuple[Target, Path]:
+        """A target (a bucket of other documents and SQLite or PostgreSQL), and an archive of
+        408 small documents in a file, to restore into it."""
+        folder = env.fresh(name)
+        archive = folder / "many.tar"
+        archive.write_bytes(fx.many_archive)
+        if pg:
+            return fx.pg_s3_target(), archive
+        return Target(fx.sqlite_target(folder).db, fx.target_bucket(), env, s3=True), archive
+
+    def as_packed() -> State:
+        """What a restore of the many archive leaves: its source's rows and documents."""
+        return State(dump_tables(fx.many_source.db), folder_files(Path(fx.many_source.storage)))
+
+    def s3_killed_many_in_flight():
+        target, archive = many_target("s3-killed-many", pg=True)
+        before = target.state()
+        checks = Checks()
+        try:
+            with brought_back(env):
+                with open(archive, "rb") as source:
+                    proc = env.start("unpack", *target.args, "--s3-concurrency", "32", stdin=source)
+                staged = when_staged(target, proc, 60)
+                s3.kill()
+                result = proc.wait(BOUND + 30)
+            line = checks(expect_error, result, WHERE_STAGED)
+            if line:
+                delete_named_staging(line, target)
+            checks(within, result)
+            checks(expect_same, before, target.state(), after_error=line or result.shown())
+            checks(expect_no_leftovers, target.leftovers())
+        finally:
+            fx.drop_database(target.db)
+        return checks.done(f"killed with {staged} staged; {(line or '').split('; ', 1)[-1][:110]} "
+                           f"({result.measure()})")
+
+    def through_faults(name: str, rule) -> tuple[Target, State, Result, FaultProxy]:
+        """The many archive restored (SQLite + S3) through a FaultProxy answering by `rule`."""
+        target, archive = many_target(name)
+        before = target.state()
+        with FaultProxy(s3.ports["s3"], rule) as proxy:
+            result = env.run("unpack", *via(target, proxy.endpoint), stdin=archive, timeout=BOUND + 30)
+        if not proxy.answered:
+            raise Fail(f"drill: the proxy answered none of {len(proxy.requests)} requests; {result.shown()}")
+        return target, before, result, proxy
+
+    def transient_500s():
+        failed = set()
+
+        def every_7th_put_once(request):
+            if request.method == "PUT" and request.nth % 7 == 0 and request.path not in failed:
+                failed.add(request.path)
+                return INTERNAL_ERROR
+            return None
+
+        target, _, result, proxy = through_faults("s3-transient-500s", every_7th_put_once)
+        checks = Checks()
+        checks(expect_ok, result)
+        checks(expect_same, as_packed(), target.state(), "target (against the archive)")
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done(f"{len(proxy.answered)} of {len(proxy.requests)} requests answered 500, retried; "
+                           f"target = archive ({result.measure()})")
+
+    def failing_after(name: str, rule, where: str, staged_left: bool):
+        target, before, result, proxy = through_faults(name, rule)
+        checks = Checks()
+        line = checks(expect_error, result, where)
+        if line and staged_left:
+            delete_named_staging(line, target)  # the rule is lifted: the storage answers again
+        elif line and "could not be removed" in line:
+            checks.failed.append(f"the staged objects were not removed, yet DELETEs passed: {line[-150:]}")
+        checks(within, result)
+        checks(expect_same, before, target.state(), after_error=line or result.shown())
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done(f"{len(proxy.answered)} answered; {(line or '').split(': ', 1)[-1][:110]} "
+                           f"({result.measure()})")
+
+    def slow_server():
+        target, archive = many_target("s3-slow")
+        with LatencyProxy(s3.ports["s3"], delay_ms=200) as proxy:
+            result = env.run("unpack", *via(target, proxy.endpoint), stdin=archive, timeout=300)
+        checks = Checks()
+        checks(expect_ok, result)
+        checks(expect_same, as_packed(), target.state(), "target (against the archive)")
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done(f"target = archive ({result.measure()})")
+
+    def s3_killed_mid_pack_to_file():
+        source = Target(fx.many_source.db, fx.many_bucket, env, s3=True)
+        before = source.state()
+        folder = env.fresh("s3-mid-pack-o")
+        output = folder / "backup.tar"
+        checks = Checks()
+        with brought_back(env):
+            proc = env.start("pack", *source.args, "--s3-concurrency", "16", "-o", output, stdin=subprocess.DEVNULL)
+            when(proc, lambda: any(p.stat().st_size > (1 << 20) for p in folder.glob("backup.tar.partial-*")),
+                 "a 1 MiB partial file")
+            s3.kill()
+            result = proc.wait(BOUND + 30)
+        line = checks(expect_error, result, WHERE_S3)
+        checks(within, result)
+        if output.exists() or leftovers(folder):
+            checks.failed.append(f"pack -o left {sorted(p.name for p in folder.iterdir())}")
+        checks(expect_same, before, source.state(), "bucket")
+        return checks.done(f"{(line or '').split(': ', 1)[-1][:150]} ({result.measure()})")
+
     def restore_into(kind: str):
         folder = env.fresh(f"restore-{kind}")
         target = fx.sqlite_target(folder)
@@ -202,6 +356,21 @@ def server_failure_cases(env: Env, fx: Fixtures) -> list[Case]:
              "no FILE/.partial", s3_mid_pack),
         case("S3 killed mid restore (SQLite+S3)", "exit 1, one line naming any staged prefix left; after restart"
              " and deleting it, target as before", s3_mid_restore),
+        case("S3 killed mid pack -o (408 small documents, 16 reads in flight)", "exit 1, one line; no FILE, "
+             "no FILE.partial-*; bucket as before", s3_killed_mid_pack_to_file),
+        case("S3 killed mid restore, 32 uploads in flight (PostgreSQL+S3)", f"exit 1 within {BOUND}s, one line "
+             "naming the staged prefix; after restart and deleting it, target as before", s3_killed_many_in_flight),
+        case("S3 answers 500 to every 7th PUT, once each (SQLite+S3)", "exit 0 (retried); target = archive, "
+             "no staging", transient_500s),
+        case("S3 answers 500 to every PUT after the 50th (SQLite+S3)", "exit 1, one line; target as before, "
+             "staged objects removed",
+             lambda: failing_after("s3-persistent-500s", lambda r: INTERNAL_ERROR if r.method == "PUT" and r.nth > 50
+                                   else None, WHERE_S3, staged_left=False)),
+        case("S3 credentials revoked: 403 after the 50th request (SQLite+S3)", "exit 1, one line naming the staged "
+             "prefix, no secret; after deleting it, target as before",
+             lambda: failing_after("s3-revoked", lambda r: INVALID_ACCESS_KEY if r.number > 50 else None,
+                                   WHERE_STAGED, staged_left=True)),
+        case("S3 200 ms away each way: restore (SQLite+S3)", "exit 0; target = archive, no staging", slow_server),
         case("read-only target folder: restore", "exit 1, one line; target as before", lambda: restore_into("ro")),
         case("read-only folder: unpack -C", "exit 1, one line; no file",
              lambda: into_disk("ro", ["unpack", "-C"], "out")),

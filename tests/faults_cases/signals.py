@@ -1,9 +1,9 @@
 """Family 7: signals and closed pipes.
 
 `dump-table | head -1` and `pack | head -c` end quietly (exit 0, nothing on stderr).  SIGINT or
-SIGTERM mid-restore, mid-extraction, mid-load and mid-pack rolls back, removes what it wrote
-aside and exits 130 or 143 with one line.  (After a signal a restore into a folder may leave
-empty staging folders: documented, and shown in the result.)"""
+SIGTERM mid-restore (also with 32 uploads to S3 in flight), mid-extraction, mid-load and mid-pack
+rolls back, removes what it wrote aside and exits 130 or 143 with one line.  (After a signal a
+restore into a folder may leave empty staging folders: documented, and shown in the result.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 
 from .fixtures import Fixtures, files_under, login_attempts
 from .harness import Case, Checks, Env, Fail, expect_error, expect_no_leftovers, expect_same, leftovers
-from .server_failures import feed_and_strike
+from .server_failures import feed_and_strike, when_staged
 
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
@@ -61,6 +61,27 @@ def signal_cases(env: Env, fx: Fixtures) -> list[Case]:
             fx.drop_database(target.db)
         return checks.done(f"exit {result.rc}, rolled back" +
                            (f"; {len(left)} empty staging folder(s) left (documented)" if left else ""))
+
+    def interrupted_uploads(signum):
+        """A restore of 408 small documents into S3, signalled once 60 are staged."""
+        target = fx.pg_s3_target()
+        archive = env.fresh(f"signal-uploads-{signum}") / "many.tar"
+        archive.write_bytes(fx.many_archive)
+        before = target.state()
+        try:
+            with open(archive, "rb") as source:
+                proc = env.start("unpack", *target.args, "--s3-concurrency", "32", stdin=source)
+            staged = when_staged(target, proc, 60)
+            proc.signal(signum)
+            result = proc.wait(60)
+            checks = Checks()
+            checks(expect_same, before, target.state())
+            checks(expect_no_leftovers, target.leftovers())
+            checks(expect_error, result, WORD[signum], rc=STATUS[signum])
+        finally:
+            fx.drop_database(target.db)
+        return checks.done(f"signalled with {staged} staged: exit {result.rc} in {result.seconds:.1f}s, "
+                           "rolled back, no staged object")
 
     def interrupted_extract(signum):
         out = env.fresh(f"signal-extract-{signum}") / "out"
@@ -121,6 +142,10 @@ def signal_cases(env: Env, fx: Fixtures) -> list[Case]:
              lambda: interrupted_restore(signal.SIGINT, pg=True)),
         case("SIGTERM mid restore (PostgreSQL + S3)", "exit 143, one line; rolled back, no staged object",
              lambda: interrupted_restore(signal.SIGTERM, pg=True)),
+        case("SIGINT mid restore, 32 uploads in flight (PostgreSQL + S3)", "exit 130, one line; rolled back, "
+             "no staged object", lambda: interrupted_uploads(signal.SIGINT)),
+        case("SIGTERM mid restore, 32 uploads in flight (PostgreSQL + S3)", "exit 143, one line; rolled back, "
+             "no staged object", lambda: interrupted_uploads(signal.SIGTERM)),
         case("SIGTERM mid unpack -C", "exit 143, one line; no file in DIR",
              lambda: interrupted_extract(signal.SIGTERM)),
         case("SIGINT mid unpack -C", "exit 130, one line; no file in DIR",
