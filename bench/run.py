@@ -1,22 +1,24 @@
 """Our commands against the standard tool doing the same job, on the same data.
 
-    .venv/bin/python bench/run.py                  # every section: tables, archives, S3
+    .venv/bin/python bench/run.py                  # every section: tables, archives, incremental, S3
     .venv/bin/python bench/run.py --quick          # 20,000 rows, 20 MB archive, and S3
     .venv/bin/python bench/run.py --rows 500000 -v
-    .venv/bin/python bench/run.py --no-tables --no-archives   # the S3 section alone
+    .venv/bin/python bench/run.py --no-tables --no-archives --no-incremental   # the S3 section alone
     .venv/bin/python bench/run.py --only 'pack from S3, 20 ms'
 
 Prints, per row of the table, the best-of-N wall time of our command and of
 the peer tool (or tools), their ratio, our peak RSS (largest process of the
 command's tree, from /usr/bin/time) and PASS/MISS against the targets.  Speed
 is measured here and never asserted: the exit status is 0 unless a command
-fails.  Three sections, each a function calling `bench.compare` or
+fails.  Four sections, each a function calling `bench.compare` or
 `bench.compare_peers`: table streams (PostgreSQL and SQLite; SECTIONS, per row
-count), archives (a folder and SQLite; per size) and S3 (bench/s3.py: SeaweedFS
-behind a latency proxy, against the AWS CLI and rclone from
-scripts/install-bench-tools).  --no-tables, --no-archives and --no-s3 leave a
-section out; --only TEXT keeps the rows whose name contains TEXT.  Setup (data
-generation, loading the databases the dumps read) is not timed.
+count), archives (a folder and SQLite; per size), incremental archives
+(bench/incremental.py: pack -g against tar -g, a level 0 and a level 1 after 1 %
+changed; per size) and S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
+the AWS CLI and rclone from scripts/install-bench-tools).  --no-tables,
+--no-archives, --no-incremental and --no-s3 leave a section out; --only TEXT keeps
+the rows whose name contains TEXT.  Setup (data generation, loading the databases
+the dumps read) is not timed.
 """
 
 import argparse
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import PostgresServer  # noqa: E402
 
+import incremental  # noqa: E402
 import s3  # noqa: E402
 
 MEMORY_LIMIT_MB = 100
@@ -77,9 +80,9 @@ class Bench:
     def compare(self, name, ours_cmd, peer_cmd, target_ratio=None, *, prepare=None, check=None, repeat=None):
         """Best-of-N wall time of both commands; one table row.  `prepare` runs
         untimed before every run (e.g. empty the table), `check` after it;
-        `repeat` overrides N."""
+        `repeat` overrides N.  Returns the two best times (None: row not asked for)."""
         if self.only not in name:
-            return
+            return None
         (ours, peak), (peer, _) = self._best(ours_cmd, peer_cmd, prepare=prepare, check=check,
                                              repeat=repeat or self.repeat)
         ratio = ours / peer
@@ -95,6 +98,7 @@ class Bench:
         if self.verbose:
             print(f"      ours: {ours_cmd}\n      peer: {peer_cmd}")
         sys.stdout.flush()
+        return ours, peer
 
     def compare_peers(self, name, ours_cmd, peers: dict[str, str], targets: dict[str, Callable[[float], bool]],
                       *, memory_limit=MEMORY_LIMIT_MB, prepare=None, check=None, repeat=None):
@@ -380,6 +384,7 @@ def main() -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print each command")
     parser.add_argument("--no-archives", action="store_true", help="leave out the archives")
     parser.add_argument("--no-tables", action="store_true", help="leave out the table streams")
+    parser.add_argument("--no-incremental", action="store_true", help="leave out the incremental archives")
     parser.add_argument("--no-s3", action="store_true", help="leave out S3 (SeaweedFS, aws, rclone)")
     parser.add_argument("--only", default="", metavar="TEXT",
                         help="run only the rows whose name contains TEXT, e.g. 'load-table postgres'")
@@ -405,11 +410,16 @@ def main() -> int:
                 section(bench, server, n)
         if not args.no_tables:
             bench.memory_summary(sizes)
+        archive_sizes = [20] if args.quick else [100, 1000]
         if not args.no_archives:
-            archive_sizes = [20] if args.quick else [100, 1000]
             for megabytes in archive_sizes:
                 bench.size = megabytes
                 archives(bench, megabytes)
+        if not args.no_incremental:
+            for megabytes in archive_sizes:
+                bench.size = megabytes
+                incremental.section(bench, megabytes, make_installation)
+        if not (args.no_archives and args.no_incremental):
             bench.memory_summary(archive_sizes, " MB")
         if not args.no_s3:
             s3.section(bench)
