@@ -216,3 +216,18 @@ def test_an_incremental_chain_on_s3_and_postgresql(tmp_path, pg_url, s3_server, 
     ok("unpack", "--db", tmp_path / "t.db", "--storage", tmp_path / "t", input=level_1)
     assert documents(tmp_path / "t") == {k: v for k, v in objects(store).items() if k.startswith("users/")}
     assert dump_tables(str(tmp_path / "t.db"))["users"] == dump_tables(pg_url)["users"]
+
+
+def test_snapshot_lines_are_json_as_jq_reads_it():
+    from dataclasses import replace
+
+    from aviarytools.archive.incremental import Entry, entry_of
+
+    user = "0f17a300-7e62-4a0a-9df9-fd789c653938"
+    for entry in (Entry(f"users/{user}/pdfs/ñ \"q\"\\.pdf", 3, "a" * 32, 17, None, False),
+                  Entry(f"users/{user}/pdfs/a", 0, "b" * 32, None, 'e"t', True)):
+        for manifest in (False, True):
+            record = json.loads(entry.line(manifest))
+            assert entry.line(manifest) == json.dumps(record, ensure_ascii=False).encode() + b"\n"
+            assert ("carried" in record) == manifest
+            assert entry_of(record, manifest) == (entry if manifest else replace(entry, carried=True))

@@ -71,11 +71,13 @@ class Entry:
     carried: bool = True  # in a manifest: whether the archive holds its bytes
 
     def line(self, manifest: bool = False) -> bytes:
-        record = {"key": self.key, "size": self.size, "mtime_ns": self.mtime_ns, "etag": self.etag,
-                  "xxh128": self.xxh128}
-        if manifest:
-            record["carried"] = self.carried
-        return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+        """The entry's NDJSON line (json.dumps of a dict, spelled out: a snapshot has a line
+        per document, and this is most of a level 1's own time)."""
+        carried = f', "carried": {"true" if self.carried else "false"}' if manifest else ""
+        return (f'{{"key": {json.dumps(self.key, ensure_ascii=False)}, "size": {self.size},'
+                f' "mtime_ns": {"null" if self.mtime_ns is None else self.mtime_ns},'
+                f' "etag": {"null" if self.etag is None else json.dumps(self.etag, ensure_ascii=False)},'
+                f' "xxh128": "{self.xxh128}"{carried}}}\n').encode("utf-8", "surrogateescape")
 
 
 def entry_of(record: object, manifest: bool = False) -> Entry:
