@@ -4,6 +4,7 @@ whatever the concurrency, nothing left behind, memory bounded by the byte budget
 import io
 import os
 import random
+import subprocess
 
 import pytest
 import xxhash
@@ -14,6 +15,7 @@ from aviarytools.archive.pack import PackOptions, pack
 from aviarytools.errors import ConfigError
 from aviarytools.storage import open_storage
 from aviarytools.storage.transfers import Budget, Transfers
+from helpers import AVIARY
 
 USER = "5a1f0c3e-2b4d-4e6f-8a9b-0c1d2e3f4a5b"
 
@@ -128,3 +130,29 @@ def test_uploads_hold_at_most_the_budget(s3_server, s3_bucket):
     storage.settle()
     storage.close()
     assert high - before < 110
+
+
+def test_large_documents_go_up_to_their_own_key_and_none_is_left_incomplete(tmp_path, s3_server, s3_bucket):
+    """Documents of 1 MiB or more are staged as uploads to their own key, completed after the
+    commit (no copy): a failed restore aborts them, a finished one completes them all."""
+    source = tmp_path / "source"
+    expected = documents(6, 1 << 20, large=9 << 20)
+    for key, body in expected.items():
+        (source / key).parent.mkdir(parents=True, exist_ok=True)
+        (source / key).write_bytes(body)
+    archive = all_ok(pipeline(["aviary", "pack", "--no-db", "--storage", source]))
+    client = s3_server.client()
+    live = bucket_storage(s3_server, s3_bucket)
+    live.write(f"users/{USER}/pdfs/large.pdf", [b"the live copy"])  # replaced only by a restore that commits
+    damaged = bytearray(archive)
+    damaged[archive.index(b"checksums.xxh128") - 600] ^= 1  # a flipped bit, found at the end
+    run = subprocess.run([*AVIARY, "unpack", "--no-db", *s3_args(s3_server, s3_bucket)], input=bytes(damaged),
+                         capture_output=True, env={**os.environ, **s3_env(s3_server)})
+    assert run.returncode == 1
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert b"".join(live.read(f"users/{USER}/pdfs/large.pdf")) == b"the live copy"
+    run = subprocess.run([*AVIARY, "unpack", "--no-db", *s3_args(s3_server, s3_bucket)], input=archive,
+                         capture_output=True, env={**os.environ, **s3_env(s3_server)})
+    assert run.returncode == 0, run.stderr
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert {k: b"".join(live.read(k)) for k in expected} == expected

@@ -102,7 +102,7 @@ class Restore(Consumer):
             left = self._discard_staged_objects()
             if left and isinstance(error, AviaryError):
                 raise type(error)(f"{error}; {left} staged object(s) could not be removed: once the"
-                                  f" storage answers, delete {self.storage.url}/{self.prefix}") from error
+                                  f" storage answers, {self.storage.leftovers(self.prefix)}") from error
             raise
         if self.options.dry_run:
             self._discard_staged_objects()
@@ -158,10 +158,9 @@ class Restore(Consumer):
         if self.storage is None or not self.options.include_files:
             return
         key = layout.storage_key(self.adopter, item.entry.path)
-        self._stage(key, item)
+        staged = self._stage(key, item)
         if key in self.adopted.existing:  # the user has a document there: the same, or refused
-            self.adopted.overlapping.append((self.prefix + key, key, item.member.size,
-                                             item.content.hasher.hexdigest()))
+            self.adopted.overlapping.append((staged, key, item.member.size, item.content.hasher.hexdigest()))
 
     def on_manifest(self, item: Item, entries) -> None:
         """An incremental: the target's documents are to be the manifest's.  Those it does
@@ -290,16 +289,18 @@ class Restore(Consumer):
             return
         self._stage(layout.storage_key(entry.user_id, entry.path), item)
 
-    def _stage(self, key: str, item: Item) -> None:
-        """Write the document under the staging prefix; it moves to `key` after the commit."""
+    def _stage(self, key: str, item: Item) -> str | None:
+        """Write the document aside (under the staging prefix, or where the storage keeps such
+        things); it becomes `key` after the commit.  What the storage calls it, if written."""
         self.restored_keys.add(key)
         self.summary.documents += 1
         self.summary.document_bytes += item.member.size
         if self.options.dry_run:
-            return
-        staged = self.prefix + key
-        self.staged_objects.append((staged, key))  # first: a failed put is cleaned up too
-        self.storage.put(staged, item.content.views(), item.member.size, sync_follows=self.options.sync)
+            return None
+        staged = self.storage.stage(self.prefix + key, key, item.content.views(), item.member.size,
+                                    sync_follows=self.options.sync)
+        self.staged_objects.append((staged, key))
+        return staged
 
     def on_config(self, item: Item) -> None:
         entry = item.entry
@@ -394,13 +395,16 @@ class Restore(Consumer):
             for staged, key in self.staged_objects:
                 folder = layout.storage_key(layout.document_of_key(key)[0], "")
                 if staged in self.adopted.unchanged:
+                    unneeded.append(staged)
                     continue  # the very document is there already
                 if whole and folder not in moved:
                     moved[folder] = self.storage.promote_folder(self.prefix + folder, folder)
                 if not moved.get(folder):
                     yield staged, key
 
+        unneeded: list[str] = []
         self.storage.promote_many(one_by_one())  # side by side, where the storage can
+        self.storage.unstage_many(unneeded)
         self.staged_objects.clear()
         self.storage.clear_prefix(self.prefix)
 
@@ -415,7 +419,7 @@ class Restore(Consumer):
         left = len(self.staged_objects)
         try:
             self.storage.discard()  # uploads still under way end first
-            self.storage.delete_many(staged for staged, _ in self.staged_objects)
+            self.storage.unstage_many(staged for staged, _ in self.staged_objects)
             self.storage.clear_prefix(self.prefix)
             left = 0
         except Exception:  # the failure being reported matters more

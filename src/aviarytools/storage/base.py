@@ -37,7 +37,7 @@ class Irregular:
     """An entry of a storage that is not an object: a link, a device, an unreadable folder."""
 
     key: str
-    what: str
+    what: str  # what it is, said to the reader
     broken: bool = False  # nothing can be read there (a dangling link, a folder that fails to list)
 
 
@@ -128,10 +128,25 @@ class Storage(ABC):
         self.write(key, chunks, size, sync_follows)
 
     def settle(self) -> None:
-        """Wait for every put() to be complete; raise the first that failed."""
+        """Wait for every put() (and stage()) to be complete; raise the first that failed."""
+
+    def stage(self, staged_key: str, key: str, chunks: Iterable[bytes], size: int,
+              sync_follows: bool = False) -> str:
+        """Store an object that is to become `key` only once a restore commits: by default a
+        put() under `staged_key`.  Returns what promote_many() and unstage_many() take."""
+        self.put(staged_key, chunks, size, sync_follows)
+        return staged_key
+
+    def unstage_many(self, staged: Iterable[str]) -> None:
+        """Give up objects stage() returned (a failed restore): none is left behind."""
+        self.delete_many(staged)
+
+    def leftovers(self, prefix: str) -> str:
+        """What to do by hand about a restore's staged objects a dead storage kept."""
+        return f"delete {self.url}/{prefix}"
 
     def promote_many(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """promote(staged, key) for every pair."""
+        """promote(staged, key) for every pair (staged: what stage() returned)."""
         for staged, key in pairs:
             self.promote(staged, key)
 

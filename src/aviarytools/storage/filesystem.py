@@ -336,11 +336,11 @@ class FilesystemStorage(Storage):
             elif entry.is_symlink():
                 target = os.readlink(entry.path)
                 if os.path.exists(entry.path):
-                    yield Irregular(key, f"a symbolic link (to {target})")
+                    yield Irregular(key, f"a symbolic link (to {target}), not a regular file: pack leaves it out")
                 else:
                     yield Irregular(key, f"a dangling symbolic link (to {target})", broken=True)
             else:
-                yield Irregular(key, f"a {_kind_of(entry)}")
+                yield Irregular(key, f"a {_kind_of(entry)}, not a regular file: pack leaves it out")
 
     def _walk(self, folder: str | Path, folder_key: str, prefix: str) -> Iterator[ObjectInfo]:
         # Paths as strings: pathlib's `/` costs more than the stat, file after file.
