@@ -231,3 +231,9 @@ def test_snapshot_lines_are_json_as_jq_reads_it():
             assert entry.line(manifest) == json.dumps(record, ensure_ascii=False).encode() + b"\n"
             assert ("carried" in record) == manifest
             assert entry_of(record, manifest) == (entry if manifest else replace(entry, carried=True))
+
+
+def test_an_empty_snapshot_file_means_a_level_0_as_for_gnu_tar(live):
+    live["snapshot"].write_bytes(b"")
+    assert metadata_of(pack_g(live, "level0.tar"))["aviarytools"]["incremental"]["level"] == 0
+    assert live["snapshot"].read_bytes().startswith(b'{"aviarytools_snapshot": 1')

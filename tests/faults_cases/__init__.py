@@ -10,9 +10,11 @@ from .concurrency import concurrency_cases  # noqa: E402
 from .damage import corruption_cases, truncation_cases  # noqa: E402
 from .hostile_rows import hostile_row_cases  # noqa: E402
 from .hostile_tars import hostile_tar_cases  # noqa: E402
+from .incrementals import incremental_cases  # noqa: E402
 from .secrets import secret_cases  # noqa: E402
 from .server_failures import server_failure_cases  # noqa: E402
 from .signals import signal_cases  # noqa: E402
 
+# The incrementals run before the secrets: that family's last case sums up every command's output.
 FAMILIES = [truncation_cases, corruption_cases, hostile_tar_cases, hostile_row_cases, server_failure_cases,
-            concurrency_cases, signal_cases, secret_cases]
+            concurrency_cases, signal_cases, incremental_cases, secret_cases]

@@ -101,8 +101,8 @@ def entry_of(record: object, manifest: bool = False) -> Entry:
 
 
 def read_snapshot(path: str) -> tuple[State, Iterator[Entry]] | None:
-    """The state FILE records (None if there is no FILE), and its entries, in key order,
-    read as they are asked for.  A damaged FILE is an error naming its line."""
+    """The state FILE records (None if there is no FILE, or it is empty), and its entries,
+    in key order, read as they are asked for.  A damaged FILE is an error naming its line."""
     try:
         file = open(path, "rb")
     except FileNotFoundError:
@@ -110,6 +110,9 @@ def read_snapshot(path: str) -> tuple[State, Iterator[Entry]] | None:
     except OSError as e:
         raise AviaryError(f"{path}: {e.strerror or e}") from None
     first = file.readline()
+    if not first:  # an empty FILE, as GNU tar takes one: no previous state, a level 0
+        file.close()
+        return None
     try:
         header = json.loads(first)
         state = State(str(header["archive"]), str(header["base"]), int(header["level"]), str(header["storage"]),

@@ -181,27 +181,29 @@ class FilesystemStorage(Storage):
         order, as the document's own.  Small documents are read in turn: handing
         them over would cost more than it saves."""
         buffers = (bytearray(READ_SIZE), bytearray(READ_SIZE))
-        ahead = None  # the future of the document at hand's first piece, if it was read ahead
+        ahead = None  # (the future of the document at hand's first piece, its hasher), if read ahead
         for index, (info, following) in enumerate(_with_next(objects)):
             if ahead is not None:
-                content, hasher = _after_first(*ahead.result())
+                hasher = ahead[1]
+                content = _after_first(*ahead)
             else:
                 hasher = xxhash.xxh3_128()
                 content = hashing(self.read_into(info.key, buffers[index % 2]), hasher)
             # The other buffer is free: the document before this one has been used up.
             ahead = None
             if following is not None and following.size >= AHEAD_SIZE:
-                ahead = self.transfers.submit(self._first_piece, following.key, buffers[(index + 1) % 2])
+                next_hasher = xxhash.xxh3_128()
+                ahead = (self.transfers.submit(self._first_piece, following.key, buffers[(index + 1) % 2],
+                                               next_hasher), next_hasher)
             yield info, content, hasher
 
-    def _first_piece(self, key: str, buffer: bytearray):
-        """(the rest of the document's pieces, its first piece, a hasher that has seen it)."""
+    def _first_piece(self, key: str, buffer: bytearray, hasher):
+        """(the rest of the document's pieces, its first piece), `hasher` given the first."""
         chunks = self.read_into(key, buffer)
-        hasher = xxhash.xxh3_128()
         first = next(chunks, None)
         if first is not None:
             hasher.update(first)
-        return chunks, first, hasher
+        return chunks, first
 
     def write(self, key: str, chunks: Iterable[bytes], size: int | None = None,
               sync_follows: bool = False) -> None:
@@ -460,10 +462,10 @@ def _with_next(items: Iterable) -> Iterator[tuple]:
         current = following
 
 
-def _after_first(chunks, first, hasher):
-    """A document read ahead: its pieces from the first (hashed already) on, and its hasher."""
-    def pieces():
-        if first is not None:
-            yield first
-            yield from hashing(chunks, hasher)
-    return pieces(), hasher
+def _after_first(ahead, hasher) -> Iterator[bytes]:
+    """A document read ahead: its pieces, from the first (hashed already) on.  The read's
+    error (a document deleted meanwhile) comes out here, as the document's own."""
+    chunks, first = ahead.result()
+    if first is not None:
+        yield first
+        yield from hashing(chunks, hasher)
