@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
+from pathlib import Path
 
 from .fixtures import Fixtures, Span, files_under, outside_untouched, passwd_digest, sentinel_dir, spans
 from .harness import (WHERE_ARCHIVE, Case, Checks, Env, expect_error, expect_no_leftovers, expect_same,
@@ -23,13 +24,7 @@ def refused_everywhere(env: Env, fx: Fixtures, label: str, data: bytes, *, pg: b
     checks = Checks()
     checks(expect_verify_fails, env.run("verify", damaged))
 
-    (folder / "x").mkdir()
-    out, sentinel, kept = sentinel_dir(folder / "x")
-    passwd = passwd_digest()
-    checks(expect_error, env.run("unpack", "-C", out, stdin=damaged), WHERE_ARCHIVE)
-    if files_under(out):
-        checks.failed.append(f"unpack -C left a file that passes for complete: {files_under(out)[0]}")
-    checks(outside_untouched, folder / "x", out, sentinel, kept, passwd)
+    check_extraction_refused(env, checks, folder, damaged, WHERE_ARCHIVE)
 
     target = fx.pg_s3_target() if pg else fx.sqlite_target(folder)
     try:
@@ -41,6 +36,18 @@ def refused_everywhere(env: Env, fx: Fixtures, label: str, data: bytes, *, pg: b
         if pg:
             fx.drop_database(target.db)
     return checks.done(line)
+
+
+def check_extraction_refused(env: Env, checks: Checks, folder: Path, damaged: Path, where: str) -> None:
+    """`unpack -C` of a damaged archive: an error naming `where`, no file that passes for
+    complete, nothing written beside its folder."""
+    (folder / "x").mkdir()
+    out, sentinel, kept = sentinel_dir(folder / "x")
+    passwd = passwd_digest()
+    checks(expect_error, env.run("unpack", "-C", out, stdin=damaged), where)
+    if files_under(out):
+        checks.failed.append(f"unpack -C left a file that passes for complete: {files_under(out)[0]}")
+    checks(outside_untouched, folder / "x", out, sentinel, kept, passwd)
 
 
 def truncation_points(layout: tuple[list[Span], int]) -> list[tuple[str, int]]:

@@ -40,7 +40,8 @@ from archive_helpers import installation
 from aviarytools.archive import layout
 from servers import port_answers
 
-from .fixtures import Fixtures, Span, files_under, outside_untouched, passwd_digest, sentinel_dir, spans
+from .damage import check_extraction_refused
+from .fixtures import Fixtures, Span, spans
 from .harness import (WHERE_ARCHIVE, Case, Checks, Env, Fail, Proc, Result, Target, expect_error,
                       expect_no_leftovers, expect_ok, expect_same, expect_verify_fails, folder_files, leftovers)
 
@@ -416,13 +417,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         damaged.write_bytes(data)
         checks = Checks()
         checks(expect_verify_fails, env.run("verify", damaged), WHERE_INC)
-        (folder / "x").mkdir()
-        out, sentinel, kept = sentinel_dir(folder / "x")
-        passwd = passwd_digest()
-        checks(expect_error, env.run("unpack", "-C", out, stdin=damaged), WHERE_INC)
-        if files_under(out):
-            checks.failed.append(f"unpack -C left a file: {files_under(out)[0]}")
-        checks(outside_untouched, folder / "x", out, sentinel, kept, passwd)
+        check_extraction_refused(env, checks, folder, damaged, WHERE_INC)
         target = copy_of(chain["target"], folder)
         before = target.state()
         line = checks(expect_error, env.run("unpack", *target.args, stdin=damaged), WHERE_INC)
