@@ -1,4 +1,5 @@
 import shutil
+import signal
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -11,6 +12,12 @@ from servers import PostgresServer, SeaweedS3Server
 # Real servers: one PostgreSQL and one SeaweedFS S3 per test session.
 # A server that cannot start fails the tests that need it: never skipped.
 # ---------------------------------------------------------------------------
+
+
+def pytest_configure(config):
+    # A SIGTERM (a CI timeout, `kill`) would end the session without its teardown and leave
+    # both servers running; taken as an interrupt, it stops them as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @contextmanager
