@@ -16,9 +16,7 @@ from .reading import HashedContent, buffered, members, read_metadata
 
 def archived_tables(metadata: dict) -> dict[str, Table]:
     """The tables an archive declares (metadata.json's aviarytools.schema; none in Aviary's own)."""
-    ours = metadata.get("aviarytools")
-    return declared.tables_from_json(ours.get("schema") if isinstance(ours, dict) else None,
-                                     f"{layout.METADATA}: aviarytools.schema")
+    return declared.tables_from_json(layout.ours(metadata).get("schema"), f"{layout.METADATA}: aviarytools.schema")
 
 
 def listing(stream: BinaryIO, source: str = "-") -> Iterator[dict]:

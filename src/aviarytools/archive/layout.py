@@ -45,6 +45,17 @@ def is_uuid(text: str) -> bool:
     return bool(_UUID.fullmatch(text))
 
 
+def ours(metadata: dict) -> dict:
+    """metadata.json's `aviarytools` object, which Aviary ignores; empty in an archive Aviary wrote."""
+    value = metadata.get("aviarytools")
+    return value if isinstance(value, dict) else {}
+
+
+def is_single_user(metadata: dict) -> bool:
+    """An archive of pack --single-user (metadata.json's aviarytools.single_user)."""
+    return isinstance(ours(metadata).get("single_user"), dict)
+
+
 def table_member(table: str) -> str:
     return f"database/{table}.json"
 

@@ -31,7 +31,6 @@ from ..storage import Listing, Storage
 from ..values import canonical_uuid
 from . import layout
 from .inspect import archived_tables
-
 from .walk import Consumer, Item, Walk, raise_problems
 
 
@@ -123,7 +122,7 @@ class Restore(Consumer):
         return self.summary
 
     def on_metadata(self, item: Item, metadata: dict) -> None:
-        single_user = _is_single_user(metadata)
+        single_user = layout.is_single_user(metadata)
         if single_user and not self.options.adopt:
             raise InputError(f"{layout.METADATA}: a single-user archive (pack --single-user): restore it with"
                              " --adopt USER, the user whose documents it becomes")
@@ -140,8 +139,7 @@ class Restore(Consumer):
         else:
             self.user_ids = canonical_ids(self.options.user_ids)
         self._follow_metadata(metadata)
-        ours = metadata.get("aviarytools")
-        self.incremental = ours.get("incremental") if isinstance(ours, dict) else None
+        self.incremental = layout.ours(metadata).get("incremental")
 
     def _adopting(self) -> None:
         if not self.use_db:
@@ -225,8 +223,8 @@ class Restore(Consumer):
 
     def _follow_metadata(self, metadata: dict) -> None:
         """What the archive says it holds bounds what a replace may remove."""
-        ours = metadata.get("aviarytools")
-        if not isinstance(ours, dict):
+        ours = layout.ours(metadata)
+        if not ours:
             return
         if ours.get("redacted"):
             self.warn(f"{layout.METADATA}: a --redact export: passwords, API key and session hashes, "
@@ -432,7 +430,7 @@ class Restore(Consumer):
             return
         if not self.storage.exists():
             return  # a dry run into a folder not made yet: nothing there can be stale
-        prefixes = [f"users/{u}/pdfs/" for u in self.user_ids] if self.user_ids is not None else ["users/"]
+        prefixes = [layout.storage_key(u, "") for u in self.user_ids] if self.user_ids is not None else [layout.STORAGE_USERS]
         stale = SpillList()
         for prefix in prefixes:
             for info in self.storage.list(prefix):
@@ -467,8 +465,3 @@ class Adoption:
     overlapping: list[tuple[str, str, int, str]] = field(default_factory=list)  # (staged, key, size, XXH128)
     unchanged: HashSet = field(default_factory=HashSet)  # staged keys whose document is there already
     pairing: str | None = None
-
-
-def _is_single_user(metadata: dict) -> bool:
-    ours = metadata.get("aviarytools")
-    return isinstance(ours, dict) and isinstance(ours.get("single_user"), dict)

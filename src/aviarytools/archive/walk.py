@@ -49,6 +49,7 @@ from ..rowinput import RowSource
 from ..spill import SpillList, compare_digests
 from ..tar import Member, NameSet, member_name_problem
 from . import incremental, layout
+from .inspect import archived_tables
 from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -302,9 +303,8 @@ class Walk:
                 yield problem("metadata", f"missing field {name}", layout.METADATA)
             elif not isinstance(metadata[name], kind) or isinstance(metadata[name], bool):
                 yield problem("metadata", f"field {name} has the wrong type", layout.METADATA)
-        ours = metadata.get("aviarytools")
-        self.single_user = isinstance(ours, dict) and isinstance(ours.get("single_user"), dict)
-        self.incremental = ours.get("incremental") if isinstance(ours, dict) else None
+        self.single_user = layout.is_single_user(metadata)
+        self.incremental = layout.ours(metadata).get("incremental")
         if self.incremental is not None and not _chain_link(self.incremental):
             yield problem("metadata", "aviarytools.incremental is not {level, archive, parent, base}", layout.METADATA)
             self.incremental = None
@@ -317,8 +317,7 @@ class Walk:
                 isinstance(users, list) and all(isinstance(u, str) for u in users)):
             yield problem("metadata", "field users_exported is not a list of ids", layout.METADATA)
         try:
-            self.declared = declared.tables_from_json(ours.get("schema") if isinstance(ours, dict) else None,
-                                                      f"{layout.METADATA}: aviarytools.schema")
+            self.declared = archived_tables(metadata)
         except ArchiveError as e:
             yield problem("metadata", str(e).removeprefix(f"{layout.METADATA}: "), layout.METADATA)
 
@@ -414,6 +413,7 @@ class Walk:
         elif expected != (item.member.size, digest):
             yield problem("manifest", f"{item.member.size} bytes, XXH128 {digest}: {layout.MANIFEST} says"
                           f" {expected[0]} bytes, {expected[1]}", item.name)
+
     def _single_document(self, item: Item) -> Iterator[Finding]:
         self.tally.documents += 1
         self.tally.document_bytes += item.member.size
@@ -473,7 +473,6 @@ class Walk:
 
     def _totals(self) -> Iterator[Finding]:
         metadata, tally = self.metadata, self.tally
-        ours = metadata.get("aviarytools")
         documents, size = tally.documents + tally.vanished, tally.document_bytes + tally.vanished_bytes
         if self.partial:  # the state the manifest records, not the documents carried
             documents, size = tally.manifest_documents, tally.manifest_bytes
@@ -481,7 +480,7 @@ class Walk:
             "total_documents": (documents,), "total_size_bytes": (size,),
             "total_users": (tally.table_rows.get("users", 0),),
         }
-        if not isinstance(ours, dict):  # Aviary's own archive: old versions may count rmapi.conf files too
+        if not isinstance(metadata.get("aviarytools"), dict):  # Aviary's own archive: old versions may count rmapi.conf files too
             expected["total_documents"] += (documents + tally.configs,)
             expected["total_size_bytes"] += (size + tally.config_bytes,)
         if "api_keys" in tally.table_rows or metadata.get("total_api_keys"):
@@ -491,7 +490,7 @@ class Walk:
             if isinstance(claimed, int) and not isinstance(claimed, bool) and claimed not in actual:
                 yield problem("totals", f"metadata says {name} {claimed}, the archive holds {actual[0]}",
                               layout.METADATA)
-        table_rows = ours.get("table_rows", {}) if isinstance(ours, dict) else {}
+        table_rows = layout.ours(metadata).get("table_rows", {})
         for table, claimed in table_rows.items() if isinstance(table_rows, dict) else ():
             actual = tally.table_rows.get(table)
             if actual != claimed:

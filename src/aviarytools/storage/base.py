@@ -59,6 +59,7 @@ class Storage(ABC):
 
     url: str  # display form: never holds a secret
     capabilities = Capabilities()
+    _transfers: Transfers | None = None  # made when first asked for
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -104,7 +105,7 @@ class Storage(ABC):
     @property
     def transfers(self) -> Transfers:
         """The storage's one bound on requests in flight (capabilities.connections)."""
-        if getattr(self, "_transfers", None) is None:
+        if self._transfers is None:
             self._transfers = Transfers(self.capabilities.connections, name=type(self).__name__)
         return self._transfers
 
@@ -192,7 +193,7 @@ class Storage(ABC):
         """
 
     def close(self) -> None:
-        if getattr(self, "_transfers", None) is not None:
+        if self._transfers is not None:
             self._transfers.close()
 
     def __enter__(self):

@@ -198,7 +198,7 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     def close(self) -> None:
-        self._transfers.close()
+        super().close()
         self.client.close()
 
     # -- many objects, side by side ---------------------------------------------------
@@ -206,7 +206,7 @@ class S3Storage(Storage):
     def read_ahead(self, objects):
         """Objects (and parts of large ones, by ranged GETs) are fetched ahead, up to
         the concurrency and the byte budget, and handed over in the order given."""
-        fetched = self._transfers.prefetch(_parts(objects), self._fetch, lambda part: part[2] - part[1])
+        fetched = self.transfers.prefetch(_parts(objects), self._fetch, lambda part: part[2] - part[1])
         for part, future in fetched:
             if part[1]:
                 continue  # the rest of an object whose first part failed (the caller moved on)
@@ -275,13 +275,13 @@ class S3Storage(Storage):
             uploads = list(self._uploads.values())
         for future in [*puts, *(f for upload in uploads for f in upload.sent)]:
             future.cancel()
-        self._transfers.cancel()
+        super().discard()
 
     def unstage_many(self, staged: Iterable[str]) -> None:
         keys, uploads = [], []
         for token in staged:
             (uploads if token.startswith(UPLOAD_MARK) else keys).append(token)
-        self._transfers.each(lambda token: self._uploads.pop(token).abort(), uploads)
+        self.transfers.each(lambda token: self._uploads.pop(token).abort(), uploads)
         self.delete_many(keys)
 
     def leftovers(self, prefix: str) -> str:
@@ -313,11 +313,11 @@ class S3Storage(Storage):
                 staged.append(pair[0])
             return pair
 
-        self._transfers.each(promote, (noted(pair) for pair in pairs))
+        self.transfers.each(promote, (noted(pair) for pair in pairs))
         self.delete_many(staged)
 
     def delete_many(self, keys: Iterable[str]) -> None:
-        self._transfers.each(self._delete_batch, _batches(keys, DELETE_BATCH))
+        self.transfers.each(self._delete_batch, _batches(keys, DELETE_BATCH))
 
     def clear_prefix(self, prefix: str) -> None:
         """Delete everything under `prefix`, folder markers too (SeaweedFS keeps a folder
@@ -333,7 +333,7 @@ class S3Storage(Storage):
         from the future.  Each part is copied once, into a buffer of its own, whose bytes
         are taken from the transfers' budget until it has been sent.  `defer`: always a
         multipart upload, returned incomplete (its parts may still be going up)."""
-        budget = self._transfers.budget
+        budget = self.transfers.budget
         parts = _exact_parts(chunks, size, budget, self, key) if size is not None else _cut(chunks, PART_SIZE, budget)
         first, more = next(parts)
         if not more and not defer:
@@ -364,9 +364,9 @@ class S3Storage(Storage):
 
     def _send(self, data: bytearray, fn, *args) -> Future:
         """fn(*args) in the background; `data`'s bytes go back to the budget once it has run."""
-        budget, held = self._transfers.budget, len(data)
+        budget, held = self.transfers.budget, len(data)
         try:
-            future = self._transfers.submit(fn, *args)
+            future = self.transfers.submit(fn, *args)
         except BaseException:
             budget.give(held)
             raise

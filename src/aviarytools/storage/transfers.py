@@ -81,26 +81,6 @@ class Transfers:
             self._futures.discard(future)
         self._slots.release()
 
-    def ordered(self, fn: Callable, items: Iterable, window: int | None = None) -> Iterator[tuple[object, Future]]:
-        """(item, its done future) for every item, in order, with up to `window` (the
-        limit by default) requests ahead of the one handed over."""
-        window = window or self.limit
-        pending: deque = deque()
-        try:
-            for item in items:
-                pending.append((item, self.submit(fn, item)))
-                if len(pending) > window:
-                    item, future = pending.popleft()
-                    _wait(future)
-                    yield item, future
-            while pending:
-                item, future = pending.popleft()
-                _wait(future)
-                yield item, future
-        finally:
-            for _, future in pending:
-                future.cancel()
-
     def prefetch(self, jobs: Iterable, fetch: Callable, cost: Callable[[object], int]) -> Iterator[tuple[object, Future]]:
         """(job, its done future) for every job, in order, fetch(job) running ahead of the
         caller as far as the limit and the byte budget allow.  A job's `cost` bytes are
