@@ -27,6 +27,7 @@ from . import incremental, layout
 from .restore import canonical_ids
 from .walk import MAX_CONFIG_BYTES as MAX_PAIRING_BYTES
 
+
 @dataclass(frozen=True)
 class Incremental:
     """pack -g FILE: an incremental against the state FILE records (incremental.py)."""
@@ -106,7 +107,8 @@ def measure_table(db: Database, name: str, query: Query) -> tuple[int, int]:
 
 def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> Listing:
     """Every document object (users/<uuid>/pdfs/...) of the chosen users."""
-    prefixes = [f"users/{u}/pdfs/" for u in sorted(user_ids)] if user_ids is not None else ["users/"]
+    prefixes = ([layout.storage_key(u, "") for u in sorted(user_ids)] if user_ids is not None
+                else [layout.STORAGE_USERS])
     found = Listing()
     for prefix in prefixes:
         for info in storage.list(prefix):
@@ -271,15 +273,17 @@ def _write_carried(writer: TarWriter, dirs: "_Dirs", storage: Storage, plan: inc
                    summary: PackSummary) -> None:
     """An incremental's documents, under incremental/documents/: exactly those its manifest
     (written already) says it carries, with the content whose XXH128 it records."""
-    digests = {entry.key: entry.xxh128 for entry in plan.entries() if entry.carried}
-    for info, chunks, hasher in storage.read_ahead(plan.carried) if len(plan.carried) else ():
+    # The carried entries of the manifest and the carried listing are in the same (key) order.
+    digests = (entry.xxh128 for entry in plan.entries() if entry.carried)
+    documents = storage.read_ahead(plan.carried) if len(plan.carried) else ()
+    for (info, chunks, hasher), digest in zip(documents, digests):
         member = layout.carried_member(*layout.document_of_key(info.key))
         dirs.before(member)
         content = _still_there(_changed_check(storage, info, chunks))
         if content is None:
             raise AviaryError(f"{storage.url}: {info.key}: deleted while packing an incremental (its manifest"
                               " lists it); run pack again")
-        if writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher) != digests[info.key]:
+        if writer.add_file(member, info.size, content, info.mtime, 0o644, hasher=hasher) != digest:
             raise AviaryError(f"{storage.url}: {info.key}: changed while packing (not the content whose XXH128"
                               " the manifest records); run pack again")
         summary.documents += 1

@@ -17,7 +17,7 @@ import functools
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 import xxhash
 
@@ -27,7 +27,7 @@ from ..db import Database
 from ..errors import AviaryError, InputError
 from ..query import quote_ident, quote_literal
 from ..spill import HashSet, SpillList
-from ..storage import Listing, Storage
+from ..storage import Listing, ObjectInfo, Storage
 from ..values import canonical_uuid
 from . import layout
 from .inspect import archived_tables
@@ -200,7 +200,8 @@ class Restore(Consumer):
             if hasher.hexdigest() != digest:
                 raise lacking(key, f"has other content there (XXH128 {hasher.hexdigest()}, not {digest})")
 
-    def _target_documents(self):
+    def _target_documents(self) -> Iterator[ObjectInfo]:
+        """The target's objects under the folders of the users restored, in key order."""
         if not self.storage.exists():
             return iter(())
         users = sorted(self.user_ids) if self.user_ids is not None else None
@@ -428,14 +429,10 @@ class Restore(Consumer):
     def _count_stale_documents(self, delete: bool) -> None:
         if self.storage is None or not self.options.include_files or self.options.mode != "replace":
             return
-        if not self.storage.exists():
-            return  # a dry run into a folder not made yet: nothing there can be stale
-        prefixes = [layout.storage_key(u, "") for u in self.user_ids] if self.user_ids is not None else [layout.STORAGE_USERS]
-        stale = SpillList()
-        for prefix in prefixes:
-            for info in self.storage.list(prefix):
-                if layout.document_of_key(info.key) and info.key not in self.restored_keys:
-                    stale.append((info.key,))
+        stale = SpillList()  # (a dry run into a folder not made yet: nothing there can be stale)
+        for info in self._target_documents():
+            if layout.document_of_key(info.key) and info.key not in self.restored_keys:
+                stale.append((info.key,))
         self.summary.stale_documents = len(stale)
         if delete:
             self.storage.delete_many(key for (key,) in stale)
