@@ -42,9 +42,11 @@ class Finding:
         """The finding as one printable line, secrets redacted."""
         return message(f"{self.severity}: {self}")
 
-    def fails(self, threshold: str) -> bool:
-        """Whether this finding makes a command with `--fail-on threshold` exit 1."""
-        return RANK[self.severity] >= RANK[threshold]
+
+def failing(counts: dict[str, int], threshold: str) -> int:
+    """Of the findings counted per severity, how many make a command with `--fail-on
+    threshold` exit 1: those of that severity or worse."""
+    return sum(n for severity, n in counts.items() if RANK[severity] >= RANK[threshold])
 
 
 def problem(check: str, detail: str, subject: str | None = None) -> Finding:

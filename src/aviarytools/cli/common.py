@@ -303,10 +303,3 @@ def report_findings(findings, as_json: bool) -> dict[str, int]:
         else:
             click.echo(f"{command_name()}: {finding.line()}", err=True)
     return counts
-
-
-def failing(counts: dict[str, int], fail_on: str) -> int:
-    """How many of the findings counted make the command exit 1."""
-    from ..findings import RANK
-
-    return sum(n for severity, n in counts.items() if RANK[severity] >= RANK[fail_on])

@@ -3,9 +3,9 @@
 import click
 
 from ..doctor import check_installation, compare
-from ..findings import PROBLEM, WARNING
+from ..findings import PROBLEM, WARNING, failing
 from ..progress import CountingReader, Progress
-from .common import closing, db_option, fail_on_option, failing, input_name, open_db, open_storage, \
+from .common import closing, db_option, fail_on_option, input_name, open_db, open_storage, \
     progress_option, report_findings, storage_options, user_option
 
 

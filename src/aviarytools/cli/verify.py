@@ -5,9 +5,9 @@ import re
 import click
 
 from ..archive.verify import verify
-from ..findings import PROBLEM
+from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress
-from .common import archive_argument, failing, input_name, progress_option, report_findings
+from .common import archive_argument, input_name, progress_option, report_findings
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

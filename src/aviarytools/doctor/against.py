@@ -364,18 +364,6 @@ class Comparison(Consumer):
     ignores = frozenset(("metadata", "single_document", "pairing", "vanished", "checksums", "dir", "ignored",
                          "unknown"))
 
-    def on_manifest(self, item: Item, entries) -> None:
-        """An incremental: the live documents against the state it records; those it
-        does not carry, against the XXH128 its manifest gives them."""
-        if self.storage is None:
-            return
-        for entry in entries:
-            if self.user_ids is not None and layout.document_of_key(entry.key)[0] not in self.user_ids:
-                continue
-            self.archived_keys.add(entry.key)
-            if not entry.carried:
-                self._compare_live(entry.key, entry.size, entry.xxh128)
-
     def __init__(self, db: Database, storage: Storage | None, user_ids: tuple[str, ...] | None):
         self.db, self.storage, self.user_ids = db, storage, user_ids
         self.live_tables = set(db.table_names())
@@ -451,6 +439,18 @@ class Comparison(Consumer):
         self._compare_live(key, item.member.size, item.content.finish())
 
     on_carried_document = on_document
+
+    def on_manifest(self, item: Item, entries) -> None:
+        """An incremental: the live documents against the state it records; those it
+        does not carry, against the XXH128 its manifest gives them."""
+        if self.storage is None:
+            return
+        for entry in entries:
+            if self.user_ids is not None and layout.document_of_key(entry.key)[0] not in self.user_ids:
+                continue
+            self.archived_keys.add(entry.key)
+            if not entry.carried:
+                self._compare_live(entry.key, entry.size, entry.xxh128)
 
     def _compare_live(self, key: str, size: int, digest: str) -> None:
         """Read and hash the live object beside the archive's (a few at a time)."""
