@@ -23,6 +23,7 @@ import re
 from . import timestamps
 from .errors import ArchiveError
 from .model import Column, ForeignKey, Kind, Table
+from .query import quote_literal
 
 _CAST = re.compile(r"^(.*?)::[a-z ]+(?:\(\d+\))?(?:\[\])?$", re.S)
 _STRING = re.compile(r"'((?:[^']|'')*)'", re.S)
@@ -31,10 +32,6 @@ _NOW = frozenset(("current_timestamp", "now()", "datetime('now')", "transaction_
                   "localtimestamp", "statement_timestamp()"))
 _TRUE = frozenset(("true", "t", "1", "yes", "on"))
 _FALSE = frozenset(("false", "f", "0", "no", "off"))
-
-
-def quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _bare(sql: str) -> str:
@@ -71,7 +68,7 @@ def portable(kind: Kind, sql: str | None) -> str | None:
     string = _STRING.fullmatch(text)
     value = string[1].replace("''", "'") if string else text
     if kind in (Kind.TEXT, Kind.UUID):
-        return quote(value) if string or _NUMBER.fullmatch(text) else None
+        return quote_literal(value) if string or _NUMBER.fullmatch(text) else None
     if kind is Kind.BOOL:
         word = value.strip().lower()
         return "true" if word in _TRUE else "false" if word in _FALSE else None
@@ -85,7 +82,7 @@ def portable(kind: Kind, sql: str | None) -> str | None:
             return "CURRENT_TIMESTAMP"
         if string:
             try:
-                return quote(timestamps.to_rfc3339(timestamps.parse(value)))
+                return quote_literal(timestamps.to_rfc3339(timestamps.parse(value)))
             except ValueError:
                 return None
     return None
