@@ -134,6 +134,17 @@ def test_a_dry_run_writes_nothing_and_says_what_it_would_do(source, target):
     assert "documents: 9 (" in report and "2 stale (dry run: nothing written)" in report
 
 
+def test_a_dry_run_of_an_archive_without_documents_removes_none_as_the_restore_does(source, target):
+    archive = ok("pack", "--db", source["db"], "--no-files")
+    before = state(target["db"], target["data"])[1]
+    for dry_run in (["--dry-run"], []):
+        result = aviary("unpack", *dry_run, "--db", target["db"], "--storage", target["data"], input=archive)
+        assert result.returncode == 0, result.stderr.decode()
+        assert b"packed without documents (--no-files): none removed" in result.stderr
+        assert b"stale" not in result.stderr or b", 0 stale (dry run" in result.stderr
+        assert state(target["db"], target["data"])[1] == before
+
+
 def test_a_dry_run_into_a_new_database_creates_nothing(source, tmp_path):
     db, data = tmp_path / "new.db", tmp_path / "new-data"
     result = aviary("unpack", "--dry-run", "--create-schema", "--db", db, "--storage", data,

@@ -116,6 +116,9 @@ def test_adopt_gives_the_documents_and_the_pairing_to_one_user_and_touches_no_on
     assert [r for r in rows.values() if r["id"] != admin] == [
         json.loads(line) for line in before_tables["users"].splitlines() if json.loads(line)["id"] != admin]
 
+    dry = aviary("unpack", "--adopt", admin, "--dry-run", "--db", url, "--storage", files, input=packed(single))
+    assert dry.returncode == 0, dry.stderr.decode()
+    assert b", 0 stale (dry run" in dry.stderr  # adopting removes none of theirs
     again = aviary("unpack", "--adopt", admin, "--db", url, "--storage", files, input=packed(single))
     assert again.returncode == 0  # the same documents are there: nothing to do
     assert b"has a device pairing already: kept" in again.stderr
@@ -126,9 +129,10 @@ def test_adopt_refuses_to_replace_a_different_document_and_changes_nothing(singl
     url, files, users = multi
     (files / layout.storage_key(users["zoë"], "a.pdf")).write_bytes(b"%PDF zoe's own a.pdf")
     before = state(url, files)
-    result = aviary("unpack", "--adopt", "zoë", "--db", url, "--storage", files, input=packed(single))
-    assert "has a different document there already" in one_line_error(result)
-    assert state(url, files) == before
+    for dry_run in (["--dry-run"], []):
+        result = aviary("unpack", "--adopt", "zoë", *dry_run, "--db", url, "--storage", files, input=packed(single))
+        assert "has a different document there already" in one_line_error(result)
+        assert state(url, files) == before
 
 
 def test_a_single_user_archive_needs_adopt_and_adopt_needs_one(single, multi):

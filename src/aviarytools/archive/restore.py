@@ -108,11 +108,7 @@ class Restore(Consumer):
             self._count_stale_documents(delete=False)
         else:
             self._promote_objects()
-            if self.options.mode == "replace" and self.options.include_files and self.storage and not self.adopter:
-                if self.archive_has_files:
-                    self._count_stale_documents(delete=True)
-                else:
-                    self.warn("the archive was packed without documents (--no-files): none removed")
+            self._count_stale_documents(delete=True)
             self._sync_storage()
         for table, (_, result) in sorted(self.stages.items()):
             for column, count in result.rounded.items():
@@ -158,7 +154,12 @@ class Restore(Consumer):
         key = layout.storage_key(self.adopter, item.entry.path)
         staged = self._stage(key, item)
         if key in self.adopted.existing:  # the user has a document there: the same, or refused
-            self.adopted.overlapping.append((staged, key, item.member.size, item.content.hasher.hexdigest()))
+            self.adopted.overlap = (staged, key, item.member.size)
+
+    def done(self, item: Item) -> None:
+        overlap, self.adopted.overlap = self.adopted.overlap, None
+        if overlap is not None:  # its content read whole now (a dry run stages nothing)
+            self.adopted.overlapping.append((*overlap, item.content.hasher.hexdigest()))
 
     def on_manifest(self, item: Item, entries) -> None:
         """An incremental: the target's documents are to be the manifest's.  Those it does
@@ -321,7 +322,8 @@ class Restore(Consumer):
             if self.adopted.existing[key] != size or live.hexdigest() != digest:
                 raise InputError(f"{key}: user {self.options.adopt} has a different document there already:"
                                  " rename one of them, then adopt again (nothing was changed)")
-            self.adopted.unchanged.add(staged)
+            if staged is not None:  # (a dry run stages nothing)
+                self.adopted.unchanged.add(staged)
         if self.adopted.pairing is not None:
             column = quote_ident("rmapi_config")
             where = f"WHERE id = {self.db.uuid_literal(self.adopter)}"
@@ -427,7 +429,15 @@ class Restore(Consumer):
         return left
 
     def _count_stale_documents(self, delete: bool) -> None:
+        """A replace removes the target's documents the archive does not hold (a dry run
+        counts them): not when adopting (a user's own documents stay), nor from an
+        archive packed without documents."""
         if self.storage is None or not self.options.include_files or self.options.mode != "replace":
+            return
+        if self.adopter is not None:
+            return
+        if not self.archive_has_files:
+            self.warn("the archive was packed without documents (--no-files): none removed")
             return
         stale = SpillList()  # (a dry run into a folder not made yet: nothing there can be stale)
         for info in self._target_documents():
@@ -460,5 +470,6 @@ class Adoption:
 
     existing: dict[str, int] = field(default_factory=dict)  # the user's documents: key -> size
     overlapping: list[tuple[str, str, int, str]] = field(default_factory=list)  # (staged, key, size, XXH128)
+    overlap: tuple[str | None, str, int] | None = None  # the member being read, if it is one
     unchanged: HashSet = field(default_factory=HashSet)  # staged keys whose document is there already
     pairing: str | None = None
