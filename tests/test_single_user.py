@@ -85,6 +85,19 @@ def test_pdf_dir_names_the_documents_folder(single, tmp_path):
 
 # -- what Aviary's own restore page would do with it (../shared/aviary-format.md) ---------------
 
+@pytest.mark.parametrize("args, named", [
+    (["pack", "--single-user", "--db", "x.db"], "--db"),
+    (["pack", "--single-user", "--exclude-tables", "users"], "--exclude-tables"),
+    (["pack", "--rmapi-conf", "rmapi.conf"], "--rmapi-conf"),
+    (["unpack", "-C", "out", "--exclude-tables", "users"], "--exclude-tables"),
+])
+def test_an_option_that_does_not_apply_is_a_usage_error_naming_it(args, named, tmp_path):
+    result = aviary(*args, cwd=tmp_path, input=b"")
+    assert result.returncode == 2
+    assert named in result.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_aviarys_admin_page_refuses_a_single_user_archive_and_would_find_nothing_to_wipe(single, multi):
     archive = packed(single)
     found = members(archive)

@@ -6,6 +6,7 @@ import stat
 import sys
 
 import click
+from click.core import ParameterSource
 
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
@@ -59,11 +60,14 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
     if snapshot is None and (level is not None or checksum):
         raise click.UsageError("--level and --checksum apply with -g FILE (--listed-incremental)")
+    given_pairing = click.get_current_context().get_parameter_source("rmapi_conf") is not ParameterSource.DEFAULT
+    if given_pairing and not single_user:
+        raise click.UsageError("--rmapi-conf applies with --single-user only")
     if snapshot is not None and (no_files or single_user):
         raise click.UsageError("-g FILE makes an incremental of the documents: not with --no-files or --single-user")
     if single_user:
-        _refuse_with_single_user(db_url=db_url, user=users, tables=tables, exclude_tables=exclude_tables,
-                                 no_db=no_db, no_files=no_files)
+        _refuse_with_single_user({"--db": db_url, "--user": users, "--tables": tables,
+                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files})
         _pack_single_user(output, compress, redact, rmapi_conf, progress, storage)
         return
     options = PackOptions(tuple(users) if users else None, table_names(tables, "--tables"),
@@ -99,10 +103,10 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
          f"{summary.bytes_written} bytes")
 
 
-def _refuse_with_single_user(**given) -> None:
-    named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+def _refuse_with_single_user(given: dict) -> None:
+    named = [option for option, value in given.items() if value]
     if named:
-        raise click.UsageError(f"--single-user packs no database: {', '.join(named)} do not apply")
+        raise click.UsageError(f"--single-user packs no database: not with {', '.join(named)}")
 
 
 def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:

@@ -51,8 +51,11 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
     stream = CountingReader(archive, meter)
     source = input_name(archive)
     if directory:
-        _refuse_restore_options(db_url, storage["storage_url"], users, tables or exclude_tables, no_db, no_files, create_schema,
-                                dry_run, no_sync, accept_column_loss, adopt, mode)
+        _refuse_restore_options({
+            "--db": db_url, "--storage": storage["storage_url"], "--user": users, "--tables": tables,
+            "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
+            "--create-schema": create_schema, "--dry-run": dry_run, "--no-sync": no_sync,
+            "--accept-column-loss": accept_column_loss, "--adopt": adopt, "--mode": mode != "replace"})
         summary = extract(stream, source, directory, by_username, warn, meter)
         meter.done()
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
@@ -65,7 +68,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
         given = [name for name, value in (("--user", users), ("--tables", tables), ("--exclude-tables", exclude_tables),
                                           ("--no-db", no_db), ("--mode", mode != "replace")) if value]
         if given:
-            raise click.UsageError(f"--adopt gives a single-user archive to one user: {', '.join(given)} do not apply")
+            raise click.UsageError(f"--adopt gives a single-user archive to one user: not with {', '.join(given)}")
 
     options = RestoreOptions(mode, tuple(users) if users else None, table_names(tables, "--tables"),
                              table_names(exclude_tables, "--exclude-tables"), not no_db, not no_files,
@@ -125,16 +128,10 @@ def _remove_new(new: list[str] | None) -> None:
             return
 
 
-def _refuse_restore_options(db_url, storage_url, users, tables, no_db, no_files, create_schema,
-                            dry_run, no_sync, accept_column_loss, adopt, mode) -> None:
-    given = [name for name, value in (("--db", db_url), ("--storage", storage_url), ("--user", users),
-                                      ("--tables", tables), ("--no-db", no_db), ("--no-files", no_files),
-                                      ("--create-schema", create_schema), ("--dry-run", dry_run),
-                                      ("--no-sync", no_sync), ("--accept-column-loss", accept_column_loss),
-                                      ("--adopt", adopt),
-                                      ("--mode", mode != "replace")) if value]
-    if given:
-        raise click.UsageError(f"-C DIR extracts files: {', '.join(given)} only apply to a restore")
+def _refuse_restore_options(given: dict) -> None:
+    named = [option for option, value in given.items() if value]
+    if named:
+        raise click.UsageError(f"-C DIR extracts files: {', '.join(named)} only apply to a restore")
 
 
 def _always(message: str) -> None:
