@@ -3,6 +3,8 @@ merge and replace, and exports without secrets."""
 
 import io
 import json
+import os
+import stat
 import tarfile
 
 import pytest
@@ -302,3 +304,19 @@ def test_pack_excludes_tables_and_names_the_tables_there_are(source):
         wrong = aviary(*command, "--exclude-tables", "settings", input=b"")
         assert wrong.returncode == 2
         assert b"no data table settings (tables: users, api_keys, user_sessions, user_folders_cache," in wrong.stderr
+
+
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [
+    (0o022, 0o644, 0o755), (0o002, 0o644, 0o755), (0o000, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_restored_documents_get_aviarys_usual_modes_and_never_more(source, tmp_path, umask, file_mode, folder_mode):
+    """Folders 0755 and documents 0644, as Aviary makes them under the usual umask 022; a
+    tighter umask tightens them, a looser one never makes a document writable by others."""
+    data = tmp_path / "data"
+    old = os.umask(umask)
+    try:
+        ok("unpack", "--no-db", "--storage", data, input=source["archive"])
+    finally:
+        os.umask(old)
+    modes = {(name in files, stat.S_IMODE(os.lstat(os.path.join(folder, name)).st_mode))
+             for folder, folders, files in os.walk(data) for name in folders + files}
+    assert modes == {(True, file_mode), (False, folder_mode)}
