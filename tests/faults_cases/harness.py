@@ -141,6 +141,7 @@ class Proc:
             stderr=self.err_file, env=env.command_env(extra_env), cwd=cwd,
             start_new_session=True, preexec_fn=preexec)
         self.pid = self.popen.pid
+        self._command_pid: int | None = None
 
     def feed(self, data: bytes, *, piece: int = 1 << 16, pause: float = 0.0) -> bool:
         """Write `data` to stdin; False once the command stopped reading."""
@@ -166,15 +167,27 @@ class Proc:
         os.kill(self.command_pid(), signum)
 
     def command_pid(self) -> int:
-        if not self.peak_file:
-            return self.pid
+        """The command's own pid, found once: GNU time's child. Waits while GNU time runs, since
+        on a loaded machine its fork can take a while; fails saying so if it ended first."""
+        if self._command_pid is None:
+            self._command_pid = self._find_command() if self.peak_file else self.pid
+        return self._command_pid
+
+    def _find_command(self) -> int:
         children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        for _ in range(200):
-            found = children.read_text().split() if children.exists() else []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                found = children.read_text().split()
+            except OSError:
+                found = []
             if found:
                 return int(found[0])
+            if self.popen.poll() is not None:
+                raise Fail(f"drill: the command ended (exit {self.popen.returncode}) before the drill "
+                           "found it under GNU time")
             time.sleep(0.01)
-        raise Fail("drill: the command under GNU time did not start")
+        raise Fail("drill: the command under GNU time did not start in 30 s")
 
     def wait(self, timeout: float = 120) -> Result:
         box: dict = {}

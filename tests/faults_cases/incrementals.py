@@ -308,10 +308,10 @@ def stopped_when(proc: Proc, test, what: str, run: float = 0.0002, timeout: floa
 
 
 def resume(proc: Proc) -> None:
-    """SIGCONT, if the command is still there."""
+    """SIGCONT, if the command is still there (a drill that failed may have reaped it already)."""
     try:
         os.kill(proc.command_pid(), signal.SIGCONT)
-    except ProcessLookupError:
+    except (ProcessLookupError, Fail):
         pass
 
 
