@@ -156,3 +156,16 @@ def test_large_documents_go_up_to_their_own_key_and_none_is_left_incomplete(tmp_
     assert run.returncode == 0, run.stderr
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     assert {k: b"".join(live.read(k)) for k in expected} == expected
+
+
+def test_an_object_too_large_for_one_copy_is_copied_in_ranged_parts(s3_server, s3_bucket, monkeypatch):
+    # S3 copies at most 5 GiB in one request; above that the copy goes part by part.
+    from aviarytools.storage import s3
+    monkeypatch.setattr(s3, "COPY_PART_SIZE", 5 << 20)
+    body = random.Random(7).randbytes((12 << 20) + 3)
+    with storage_at(s3_server, s3_bucket, 4) as storage:
+        storage.write("staged/big.pdf", [body], len(body))
+        storage._copy_in_parts("staged/big.pdf", "users/big.pdf")
+        copied = b"".join(storage.read("users/big.pdf"))
+        assert not list(storage.irregular_entries(lambda key: False))
+    assert xxhash.xxh3_128_hexdigest(copied) == xxhash.xxh3_128_hexdigest(body)

@@ -75,6 +75,7 @@ class Restore(Consumer):
         self.restored_keys = HashSet()
         self.configs: list[tuple[str, str, str]] = []
         self.prefix = f".aviary-restore-{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
+        self.staged_under_prefix = False  # whether anything was put under it (else nothing to clear)
         self.archive_has_files = True
         self.user_ids: tuple[str, ...] | None = None
         self.unknown_columns: dict[tuple[str, str], int] = {}  # (table, column) -> values dropped
@@ -88,6 +89,7 @@ class Restore(Consumer):
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
                 raise_problems(Walk(stream, source, self, progress))
+                stale = self._stale_documents()  # listed while the last uploads still go up
                 if self.storage is not None:
                     self.storage.settle()  # every staged document complete (uploads may still be going)
                 if self.adopter is not None:
@@ -105,11 +107,12 @@ class Restore(Consumer):
             raise
         if self.options.dry_run:
             self._discard_staged_objects()
-            self._count_stale_documents(delete=False)
         else:
             self._promote_objects()
-            self._count_stale_documents(delete=True)
+            if self.storage is not None:
+                self.storage.delete_many(key for (key,) in stale)
             self._sync_storage()
+        stale.clear()
         for table, (_, result) in sorted(self.stages.items()):
             for column, count in result.rounded.items():
                 self.warn(f"{table}.{column}: {count} timestamp(s) rounded from nanoseconds to"
@@ -300,6 +303,7 @@ class Restore(Consumer):
         staged = self.storage.stage(self.prefix + key, key, item.content.views(), item.member.size,
                                     sync_follows=self.options.sync)
         self.staged_objects.append((staged, key))
+        self.staged_under_prefix = self.staged_under_prefix or staged.startswith(self.prefix)
         return staged
 
     def on_config(self, item: Item) -> None:
@@ -407,7 +411,8 @@ class Restore(Consumer):
         self.storage.promote_many(one_by_one())  # side by side, where the storage can
         self.storage.unstage_many(unneeded)
         self.staged_objects.clear()
-        self.storage.clear_prefix(self.prefix)
+        if self.staged_under_prefix:  # (large documents on S3 go up to their own keys)
+            self.storage.clear_prefix(self.prefix)
 
     def _sync_storage(self) -> None:
         if self.storage is not None and self.options.sync:
@@ -428,25 +433,24 @@ class Restore(Consumer):
         self.staged_objects.clear()
         return left
 
-    def _count_stale_documents(self, delete: bool) -> None:
-        """A replace removes the target's documents the archive does not hold (a dry run
-        counts them): not when adopting (a user's own documents stay), nor from an
-        archive packed without documents."""
+    def _stale_documents(self) -> SpillList:
+        """The target's documents a replace removes after the commit, those the archive does
+        not hold (a dry run counts them): none when adopting (a user's own documents stay),
+        nor from an archive packed without documents.  Listed before the commit, so a
+        document the live app writes meanwhile is not among them."""
+        stale = SpillList()
         if self.storage is None or not self.options.include_files or self.options.mode != "replace":
-            return
+            return stale
         if self.adopter is not None:
-            return
+            return stale
         if not self.archive_has_files:
             self.warn("the archive was packed without documents (--no-files): none removed")
-            return
-        stale = SpillList()  # (a dry run into a folder not made yet: nothing there can be stale)
-        for info in self._target_documents():
+            return stale
+        for info in self._target_documents():  # (a dry run into a folder not made yet: none)
             if layout.document_of_key(info.key) and info.key not in self.restored_keys:
                 stale.append((info.key,))
         self.summary.stale_documents = len(stale)
-        if delete:
-            self.storage.delete_many(key for (key,) in stale)
-        stale.clear()
+        return stale
 
 
 def canonical_ids(ids) -> tuple[str, ...] | None:

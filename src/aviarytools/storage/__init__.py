@@ -4,7 +4,7 @@ Backends are registered here by URL scheme (and by Aviary's STORAGE_BACKEND
 name); each backend's module parses its own URL and its own environment
 (`s3.py` owns S3_*), declares what it can do (`Storage.capabilities`), and
 passes the shared storage tests (tests/test_storage.py).  A module is imported
-only when its scheme is used: boto3 takes half a second to import.
+only when its scheme is used: botocore takes a tenth of a second to import.
 
 URLs: a plain path or file:///path (a folder); s3://bucket or s3://bucket/prefix.
 """
