@@ -393,6 +393,7 @@ def main() -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # even where started with SIGINT ignored
         signal.signal(sig, interrupt)
+    byte_compile()
     workdir = Path(tempfile.mkdtemp(prefix="aviary-bench-"))
     workdir.chmod(0o755)  # the server (user postgres) lives in a sub-folder
     server = PostgresServer(workdir / "pg")
@@ -436,6 +437,14 @@ def main() -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def byte_compile() -> None:
+    """Our modules compiled, as a pip install of the wheel leaves them: the editable install
+    has no .pyc files, and where PYTHONDONTWRITEBYTECODE is set (as on the development VM) each
+    command would compile every module it imports, 0.03 s of each run."""
+    import compileall
+    compileall.compile_dir(ROOT / "src" / "aviarytools", quiet=1)
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def test_snapshot_lines_are_json_as_jq_reads_it():
     from aviarytools.archive.incremental import Entry, entry_of
 
     user = "0f17a300-7e62-4a0a-9df9-fd789c653938"
-    for entry in (Entry(f"users/{user}/pdfs/ñ \"q\"\\.pdf", 3, "a" * 32, 17, None, False),
+    for entry in (Entry(f"users/{user}/pdfs/ñ \"q\"\\\t\x1f.pdf", 3, "a" * 32, 17, None, False),
                   Entry(f"users/{user}/pdfs/a", 0, "b" * 32, None, 'e"t', True)):
         for manifest in (False, True):
             record = json.loads(entry.line(manifest))

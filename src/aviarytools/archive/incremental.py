@@ -31,6 +31,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _string  # json.dumps(s, ensure_ascii=False) of a str
 
 from ..errors import AviaryError, MissingObject
 from ..spill import SpillList
@@ -40,6 +41,7 @@ from . import layout
 FORMAT = 1
 MANIFEST = layout.MANIFEST
 _HEX = re.compile(r"[0-9a-f]{32}")
+_CARRIED = {True: b', "carried": true}\n', False: b', "carried": false}\n'}
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,23 @@ class Entry:
     carried: bool = True  # in a manifest: whether the archive holds its bytes
 
     def line(self, manifest: bool = False) -> bytes:
-        """The entry's NDJSON line (json.dumps of a dict, spelled out: a snapshot has a line
-        per document, and this is most of a level 1's own time)."""
-        carried = f', "carried": {"true" if self.carried else "false"}' if manifest else ""
-        return (f'{{"key": {json.dumps(self.key, ensure_ascii=False)}, "size": {self.size},'
-                f' "mtime_ns": {"null" if self.mtime_ns is None else self.mtime_ns},'
-                f' "etag": {"null" if self.etag is None else json.dumps(self.etag, ensure_ascii=False)},'
-                f' "xxh128": "{self.xxh128}"{carried}}}\n').encode("utf-8", "surrogateescape")
+        """The entry's NDJSON line: in a snapshot, or (`manifest`) with "carried"."""
+        line = snapshot_line(self.key, self.size, self.xxh128, self.mtime_ns, self.etag)
+        return manifest_line(line, self.carried) if manifest else line
+
+
+def snapshot_line(key: str, size: int, xxh128: str, mtime_ns: int | None, etag: str | None) -> bytes:
+    """One document's line of a snapshot file: json.dumps of a dict, spelled out, since a
+    snapshot has a line per document and this is much of a level 1's own time."""
+    return (f'{{"key": {_string(key)}, "size": {size},'
+            f' "mtime_ns": {"null" if mtime_ns is None else mtime_ns},'
+            f' "etag": {"null" if etag is None else _string(etag)},'
+            f' "xxh128": "{xxh128}"}}\n').encode("utf-8", "surrogateescape")
+
+
+def manifest_line(snapshot_line: bytes, carried: bool) -> bytes:
+    """A manifest's line: the snapshot's, with "carried" last (its "}\\n" replaced)."""
+    return snapshot_line[:-2] + _CARRIED[carried]
 
 
 def entry_of(record: object, manifest: bool = False) -> Entry:
@@ -182,6 +194,9 @@ class SnapshotWriter:
     def add(self, entry: Entry) -> None:
         self.file.write(entry.line())
 
+    def add_lines(self, lines: Iterable[bytes]) -> None:
+        self.file.writelines(lines)
+
     def commit(self) -> None:
         try:
             self.file.flush()
@@ -207,7 +222,7 @@ class Plan:
 
     state: State
     parent: str | None
-    manifest: SpillList | None = None  # Entry fields of every document, level >= 1
+    manifest: SpillList | None = None  # (snapshot line, carried, xxh128) of every document, level >= 1
     carried: object = None  # pack's Listing of the objects whose bytes go in, level >= 1
     documents: int = 0
     document_bytes: int = 0
@@ -223,9 +238,25 @@ class Plan:
                 "base": self.state.base, "carried": len(self.carried) if self.carried is not None else None,
                 "manifest": MANIFEST if self.level else None}
 
-    def entries(self) -> Iterator[Entry]:
-        for fields in self.manifest or ():
-            yield Entry(*fields)
+    def manifest_lines(self, piece: int = 1 << 18) -> Iterator[bytes]:
+        """The manifest's lines, joined into pieces of about `piece` bytes (a write each)."""
+        buffer = bytearray()
+        for line, carried, _ in self.manifest or ():
+            buffer += manifest_line(line, carried)
+            if len(buffer) >= piece:
+                yield bytes(buffer)
+                buffer.clear()
+        yield bytes(buffer)
+
+    def snapshot_lines(self) -> Iterator[bytes]:
+        for line, _, _ in self.manifest or ():
+            yield line
+
+    def carried_digests(self) -> Iterator[str]:
+        """The XXH128 of each carried document, in the order of `carried`."""
+        for _, carried, digest in self.manifest or ():
+            if carried:
+                yield digest
 
 
 def plan(path: str, level_0: bool, checksum: bool, storage, files, users: tuple[str, ...] | None,
@@ -249,26 +280,26 @@ def plan(path: str, level_0: bool, checksum: bool, storage, files, users: tuple[
     decided = SpillList()  # (object fields, digest of an unchanged one or None, the recorded digest)
     to_hash = Listing()
     for info, entry in merged(files, before):
+        fields = (info.key, info.size, info.mtime, info.etag, info.mtime_ns)
         if entry is not None and not checksum and unchanged(info, entry):
-            decided.append(((info.key, info.size, info.mtime, info.etag, info.mtime_ns), entry.xxh128, None))
+            decided.append((fields, entry.xxh128, None))
         else:
-            decided.append(((info.key, info.size, info.mtime, info.etag, info.mtime_ns), None,
-                            entry.xxh128 if entry is not None and entry.size == info.size else None))
+            decided.append((fields, None, entry.xxh128 if entry is not None and entry.size == info.size else None))
             to_hash.add(info)
     hashed = _digests(storage, to_hash, result.vanished)
     for fields, kept, recorded in decided:
-        info = ObjectInfo(*fields)
+        key, size, _, etag, mtime_ns = fields
         digest = kept if kept is not None else next(hashed)
         if digest is None:
             continue  # deleted since the listing: not in the state
         carried = kept is None and digest != recorded  # new, or its content changed
-        result.manifest.append((info.key, info.size, digest, info.mtime_ns, info.etag, carried))
-        result.manifest_size += len(Entry(info.key, info.size, digest, info.mtime_ns, info.etag,
-                                          carried).line(manifest=True))
+        line = snapshot_line(key, size, digest, mtime_ns, etag)
+        result.manifest.append((line, carried, digest))
+        result.manifest_size += len(line) - 2 + len(_CARRIED[carried])  # its manifest_line's
         result.documents += 1
-        result.document_bytes += info.size
+        result.document_bytes += size
         if carried:
-            result.carried.add(info)
+            result.carried.add(ObjectInfo(*fields))
     return result
 
 

@@ -19,7 +19,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from ..errors import InputError
 from ..tar import CHECKSUMS_NAME
+from ..values import canonical_uuid
 
 METADATA = "metadata.json"
 CHECKSUMS = CHECKSUMS_NAME
@@ -37,6 +39,7 @@ SINGLE_USER_MARK = "single-user"
 INCREMENTAL_MARK = "incremental"  # the same, for an incremental (pack -g): not every document's bytes
 CARRIED_PREFIX = "incremental/documents/"  # an incremental's documents: not filesystem/, which Aviary wipes
 BY_USERNAME = "by-username/"  # unpack -C --by-username: documents under their user's name
+MAX_CONFIG_BYTES = 1 << 20  # an rmapi.conf (a device pairing) larger than this is not one
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -173,3 +176,13 @@ def username_folders(users: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     notes = [f"{BY_USERNAME}{folders[user_id]}/: user {user_id}, named {users[user_id]!r}: {reason}"
              for user_id, reason in sorted(why.items(), key=lambda item: folders[item[0]])]
     return folders, notes
+
+
+def canonical_ids(ids) -> tuple[str, ...] | None:
+    """--user without a database: user ids only (a name needs the users table)."""
+    if ids is None:
+        return None
+    try:
+        return tuple(canonical_uuid(i) for i in ids)
+    except ValueError:
+        raise InputError("without --db, --user takes user ids (uuids), not names") from None

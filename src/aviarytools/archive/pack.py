@@ -24,8 +24,6 @@ from ..storage import Listing, ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
 from . import incremental, layout
-from .restore import canonical_ids
-from .walk import MAX_CONFIG_BYTES as MAX_PAIRING_BYTES
 
 
 @dataclass(frozen=True)
@@ -105,16 +103,25 @@ def measure_table(db: Database, name: str, query: Query) -> tuple[int, int]:
     return rows, (3 if rows == 0 else size + 2 * (rows - 1) + 5)
 
 
-def list_documents(storage: Storage, user_ids: tuple[str, ...] | None) -> Listing:
-    """Every document object (users/<uuid>/pdfs/...) of the chosen users."""
+def list_documents(storage: Storage, user_ids: tuple[str, ...] | None,
+                   known: set[str] | None = None) -> tuple[Listing, dict[str, int]]:
+    """Every document object (users/<uuid>/pdfs/...) of the chosen users, and of those the
+    users table of the snapshot has (`known`, unless None); and per other user how many
+    were left out.  A user created after the snapshot (or deleted long ago) would make a
+    folder no row of users.json owns: not restorable, and a broken reference for verify."""
     prefixes = ([layout.storage_key(u, "") for u in sorted(user_ids)] if user_ids is not None
                 else [layout.STORAGE_USERS])
-    found = Listing()
+    found, userless = Listing(), {}
     for prefix in prefixes:
         for info in storage.list(prefix):
-            if layout.document_of_key(info.key):
+            owner = layout.document_of_key(info.key)
+            if owner is None:
+                continue
+            if known is None or owner[0] in known:
                 found.add(info)
-    return found
+            else:
+                userless[owner[0]] = userless.get(owner[0], 0) + 1
+    return found, userless
 
 
 def snapshot_users(db: Database) -> list[str] | None:
@@ -124,22 +131,6 @@ def snapshot_users(db: Database) -> list[str] | None:
     # bytes(): PostgreSQL's lines are memoryviews; closing(): a failure ends the COPY.
     with closing(db.rows(db.table("users"), Query(columns=("id",)))) as lines:
         return [json.loads(bytes(line))["id"] for line in lines]
-
-
-def _of_snapshot_users(known: set[str], files: Listing) -> tuple[Listing, dict[str, int]]:
-    """The documents whose user is in the snapshot, and per other user how many were left out.
-
-    A user created after the snapshot (or deleted long ago) would make a folder
-    no row of users.json owns: not restorable, and a broken reference for verify.
-    """
-    kept, userless = Listing(), {}
-    for info in files:
-        user_id = info.key.split("/", 2)[1]
-        if user_id in known:
-            kept.add(info)
-        else:
-            userless[user_id] = userless.get(user_id, 0) + 1
-    return kept, userless
 
 
 def exported_users(options: PackOptions, users: list[str] | None, files: Listing) -> list[str] | None:
@@ -218,15 +209,16 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
     summary = PackSummary()
     with db.snapshot() if db is not None else nullcontext():
         if options.user_ids is not None:
-            ids = db.user_ids(options.user_ids) if db is not None else canonical_ids(options.user_ids)
+            ids = db.user_ids(options.user_ids) if db is not None else layout.canonical_ids(options.user_ids)
             options = replace(options, user_ids=ids)
         names = chosen_tables(db, options) if db is not None else []
         queries = {n: table_query(n, options) for n in names}
         measured = {n: measure_table(db, n, queries[n]) for n in names}
-        files = list_documents(storage, options.user_ids) if options.include_files and storage else Listing()
         users = snapshot_users(db) if names else None
-        if users is not None:
-            files, summary.userless = _of_snapshot_users(set(users), files)
+        files = Listing()
+        if options.include_files and storage:
+            files, summary.userless = list_documents(storage, options.user_ids,
+                                                     set(users) if users is not None else None)
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
         plan = None
         if options.incremental is not None:
@@ -245,8 +237,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             writer = TarWriter(out)
             writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)
             if plan is not None and plan.level:
-                writer.add_file(incremental.MANIFEST, plan.manifest_size,
-                                (entry.line(manifest=True) for entry in plan.entries()), mtime)
+                writer.add_file(incremental.MANIFEST, plan.manifest_size, plan.manifest_lines(), mtime)
             dirs = _Dirs(writer, mtime)
             for name in names:
                 member = layout.table_member(name)
@@ -255,8 +246,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
                     writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
             if plan is not None and plan.level:
                 _write_carried(writer, dirs, storage, plan, summary)
-                for entry in plan.entries():
-                    snapshot.add(entry)
+                snapshot.add_lines(plan.snapshot_lines())
             else:
                 _write_documents(writer, dirs, storage, files, lambda key: layout.document_member(
                     *layout.document_of_key(key)), summary, snapshot.add if snapshot is not None else None)
@@ -274,7 +264,7 @@ def _write_carried(writer: TarWriter, dirs: "_Dirs", storage: Storage, plan: inc
     """An incremental's documents, under incremental/documents/: exactly those its manifest
     (written already) says it carries, with the content whose XXH128 it records."""
     # The carried entries of the manifest and the carried listing are in the same (key) order.
-    digests = (entry.xxh128 for entry in plan.entries() if entry.carried)
+    digests = plan.carried_digests()
     documents = storage.read_ahead(plan.carried) if len(plan.carried) else ()
     for (info, chunks, hasher), digest in zip(documents, digests):
         member = layout.carried_member(*layout.document_of_key(info.key))
@@ -348,13 +338,13 @@ def _pairing(path: str) -> bytes | None:
     """The rmapi.conf file's bytes, None if there is none; an error if it cannot be read."""
     try:
         with open(path, "rb") as file:
-            data = file.read(MAX_PAIRING_BYTES + 1)
+            data = file.read(layout.MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise AviaryError(f"{path}: {e.strerror or e}") from None
-    if len(data) > MAX_PAIRING_BYTES:
-        raise AviaryError(f"{path}: more than {MAX_PAIRING_BYTES} bytes: not an rmapi.conf")
+    if len(data) > layout.MAX_CONFIG_BYTES:
+        raise AviaryError(f"{path}: more than {layout.MAX_CONFIG_BYTES} bytes: not an rmapi.conf")
     return data
 
 

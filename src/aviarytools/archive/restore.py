@@ -28,7 +28,6 @@ from ..errors import AviaryError, InputError
 from ..query import quote_ident, quote_literal
 from ..spill import HashSet, SpillList
 from ..storage import Listing, ObjectInfo, Storage
-from ..values import canonical_uuid
 from . import layout
 from .inspect import archived_tables
 from .walk import Consumer, Item, Walk, raise_problems
@@ -136,7 +135,7 @@ class Restore(Consumer):
                 self.db.create_schema(self._schema(metadata), warn=self.warn)
             self.user_ids = self.db.user_ids(self.options.user_ids) if self.options.user_ids else None
         else:
-            self.user_ids = canonical_ids(self.options.user_ids)
+            self.user_ids = layout.canonical_ids(self.options.user_ids)
         self._follow_metadata(metadata)
         self.incremental = layout.ours(metadata).get("incremental")
 
@@ -236,7 +235,7 @@ class Restore(Consumer):
                       "reset tokens and rmapi pairings come back empty")
         exported = metadata.get("users_exported")
         if ours.get("users_only") and self.user_ids is None and isinstance(exported, list):
-            self.user_ids = canonical_ids(exported)
+            self.user_ids = layout.canonical_ids(exported)
             self.warn(f"{layout.METADATA}: a per-user archive: only its {len(exported)} user(s) are restored")
         if ours.get("files") is False:
             self.archive_has_files = False
@@ -451,16 +450,6 @@ class Restore(Consumer):
                 stale.append((info.key,))
         self.summary.stale_documents = len(stale)
         return stale
-
-
-def canonical_ids(ids) -> tuple[str, ...] | None:
-    """--user without a database: user ids only (a name needs the users table)."""
-    if ids is None:
-        return None
-    try:
-        return tuple(canonical_uuid(i) for i in ids)
-    except ValueError:
-        raise InputError("without --db, --user takes user ids (uuids), not names") from None
 
 
 def restore(stream: BinaryIO, source: str, db: Database | None, storage: Storage | None,

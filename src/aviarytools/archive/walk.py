@@ -52,8 +52,6 @@ from . import incremental, layout
 from .inspect import archived_tables
 from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
 
-MAX_CONFIG_BYTES = 1 << 20
-
 METADATA_FIELDS = {
     "aviary_version": str,
     "export_timestamp": str,
@@ -381,7 +379,7 @@ class Walk:
         return iter(())
 
     def _config(self, item: Item) -> Iterator[Finding]:
-        if item.member.size > MAX_CONFIG_BYTES:
+        if item.member.size > layout.MAX_CONFIG_BYTES:
             yield problem("config", f"{item.member.size} bytes is too large for an rmapi.conf", item.name)
             return
         if item.entry.kind == "config":

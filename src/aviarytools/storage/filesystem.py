@@ -346,26 +346,26 @@ class FilesystemStorage(Storage):
 
     def _walk(self, folder: str | Path, folder_key: str, prefix: str) -> Iterator[ObjectInfo]:
         # Paths as strings: pathlib's `/` costs more than the stat, file after file.
-        for name, is_dir in self._entries(folder, folder_key):
+        for name, is_dir, entry in self._entries(folder, folder_key):
             key = folder_key + name
             if is_dir:
                 # True for every folder below the start one; at it, for names that begin the prefix.
                 if (key + "/").startswith(prefix):
-                    yield from self._walk(os.path.join(folder, name), key + "/", prefix)
+                    yield from self._walk(entry.path, key + "/", prefix)
             elif key.startswith(prefix):
-                info = self._file_info(os.path.join(folder, name), key)
+                info = self._file_info(entry, key)
                 if info is not None:
                     yield info
 
-    def _entries(self, folder: Path, folder_key: str) -> list[tuple[str, bool]]:
-        """(name, is_dir) of the regular files and real folders, in bytewise key order."""
+    def _entries(self, folder: str | Path, folder_key: str) -> list[tuple[str, bool, os.DirEntry]]:
+        """(name, is_dir, entry) of the regular files and real folders, in bytewise key order."""
         entries = []
         try:
             with os.scandir(folder) as scan:
                 for entry in scan:
                     is_dir = entry.is_dir(follow_symlinks=False)
                     if (is_dir or entry.is_file(follow_symlinks=False)) and not entry.name.startswith(TEMP_PREFIX):
-                        entries.append((entry.name, is_dir))
+                        entries.append((entry.name, is_dir, entry))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as err:
@@ -373,9 +373,9 @@ class FilesystemStorage(Storage):
         # A folder's keys continue with "/", so it sorts as its name + "/" ("a-b" < "a/b").
         return sorted(entries, key=lambda e: os.fsencode(e[0] + "/" if e[1] else e[0]))
 
-    def _file_info(self, path: Path, key: str) -> ObjectInfo | None:
+    def _file_info(self, entry: os.DirEntry, key: str) -> ObjectInfo | None:
         try:
-            st = os.stat(path, follow_symlinks=False)
+            st = entry.stat(follow_symlinks=False)  # a stat(2) of its own: not cached from the listing
         except FileNotFoundError:  # deleted while we listed
             return None
         except OSError as err:
