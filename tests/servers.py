@@ -178,9 +178,12 @@ class SeaweedS3Server:
     host = "127.0.0.1"
     start_timeout = 60.0
 
-    def __init__(self, tmpdir: str | os.PathLike):
+    def __init__(self, tmpdir: str | os.PathLike, volume_mb: int = 64):
         self.dir = Path(tmpdir)
         self.log_file = self.dir / "weed.log"
+        # Small volumes keep a test's disk use small; each time they fill, SeaweedFS grows new
+        # ones, a pause of its own in the uploads under way (the bench asks for larger ones).
+        self.volume_mb = volume_mb
         names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                  "s3", "s3_grpc", "iam", "debug", "metrics"]
         self.ports = dict(zip(names, free_ports(len(names))))
@@ -274,7 +277,7 @@ class SeaweedS3Server:
             f"-s3.localSocket={self.dir / 's3.sock'}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
             f"-iam.port={p['iam']}", f"-debug.port={p['debug']}", f"-metricsPort={p['metrics']}",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200",
+            "-master.telemetry=false", f"-master.volumeSizeLimitMB={self.volume_mb}", "-volume.max=200",
             "-volume.preStopSeconds=0",
             # Resuming the Raft state makes a restart after kill() wait ~20 s for an election.
             "-master.resumeState=false",
