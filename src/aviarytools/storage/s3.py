@@ -393,7 +393,10 @@ class S3Storage(Storage):
     def _copy_in_parts(self, staged_key: str, key: str) -> None:
         """A server-side copy as a multipart upload of ranged part copies, one after another
         (it already runs in a worker of the transfers)."""
-        size = self.stat(staged_key).size
+        info = self.stat(staged_key)
+        if info is None:
+            raise self.error(staged_key, "NoSuchKey", missing=True)
+        size = info.size
         part_size = max(COPY_PART_SIZE, -(-size // MAX_PARTS))
         source = {"Bucket": self.bucket, "Key": self._full(staged_key)}
         upload = _MultipartUpload(self, key).begin()
