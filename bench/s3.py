@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 AWS = ROOT / ".venv" / "tools" / "awscli" / "bin" / "aws"
 ROUND_TRIPS_MS = [0, 20]
 DATA_SETS = [(300, 16 << 10), (24, 4 << 20)]  # documents, bytes each
+# Shown, not judged: enough data that start-up (0.2 s before our first request) stops deciding it.
+SHOWN_SETS = [(100, 4 << 20)]
 USERS = 4
 MEMORY_LIMIT_MB = 150
 TARGET_ROUND_TRIP_MS = 20  # judged there; at 0 ms the ratios are shown only
@@ -33,8 +35,9 @@ def row_names(docs: int, size: int, round_trip: int) -> tuple[str, str]:
 
 
 def section(bench) -> None:
-    wanted = {(docs, size, rt) for docs, size in DATA_SETS for rt in ROUND_TRIPS_MS
-              if any(bench.only in name for name in row_names(docs, size, rt))}
+    plan = [(docs, size, rt) for docs, size in DATA_SETS for rt in ROUND_TRIPS_MS]
+    plan += [(docs, size, TARGET_ROUND_TRIP_MS) for docs, size in SHOWN_SETS]
+    wanted = [row for row in plan if any(bench.only in name for name in row_names(*row))]
     if not wanted:
         return
     missing = [tool for tool, found in (("aws", AWS.exists()), ("rclone", shutil.which("rclone"))) if not found]
@@ -57,12 +60,13 @@ def section(bench) -> None:
         bench.section(f"S3: {versions()}; best of {bench.repeat} runs;"
                       f" targets at {TARGET_ROUND_TRIP_MS} ms: ours <= 1.0x aws, < 1.0x rclone,"
                       f" peak < {MEMORY_LIMIT_MB} MB", peers=("aws", "rclone"))
-        for docs, size in DATA_SETS:
-            if any((docs, size, rt) in wanted for rt in ROUND_TRIPS_MS):
-                documents = make_documents(bench, client, docs, size)
-                for rt in ROUND_TRIPS_MS:
-                    bench.env["S3"] = bench.env["RCLONE_CONFIG_BENCH_ENDPOINT"] = proxies[rt].endpoint
-                    rows(bench, client, documents, row_names(docs, size, rt), judged=rt == TARGET_ROUND_TRIP_MS)
+        made = None
+        for docs, size, rt in wanted:
+            if made != (docs, size):
+                documents, made = make_documents(bench, client, docs, size), (docs, size)
+            bench.env["S3"] = bench.env["RCLONE_CONFIG_BENCH_ENDPOINT"] = proxies[rt].endpoint
+            judged = rt == TARGET_ROUND_TRIP_MS and (docs, size) in DATA_SETS
+            rows(bench, client, documents, row_names(docs, size, rt), judged=judged)
     finally:
         bench.env = saved_env
         for proxy in proxies.values():

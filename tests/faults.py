@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -78,6 +79,10 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="cases run side by side (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
+    # The drills send SIGINT as a terminal's Ctrl-C does.  Started with it ignored (`cmd &` in a
+    # script, nohup), this runner would pass that on to every command, which rightly keeps
+    # ignoring it; a signal caught here is back at its default in them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="aviary-faults-"))
