@@ -583,7 +583,8 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         checks(expect_no_partials, folder)
         return checks.done("exit 143 mid-table; FILE as before; no archive, no FILE.partial-*")
 
-    def many_site(name: str, seed: int, touched: int = 1500, last_size: int = 4 << 20) -> tuple[Site, str]:
+    def many_site(name: str, seed: int, touched: int = 1500, last_size: int = 4 << 20,
+                  touched_size: int = 4000) -> tuple[Site, str]:
         """A level 0 with `touched` small documents more, each touched since (a new mtime, the
         same bytes: hashed by the next pack -g, not carried), and one new document (4 MiB),
         last in key order."""
@@ -593,7 +594,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         many = site.data / "users" / user / "pdfs" / "many"
         many.mkdir(parents=True)
         for n in range(touched):
-            (many / f"small-{n:04d}.pdf").write_bytes(b"%PDF-1.4\n" + rng.randbytes(4000))
+            (many / f"small-{n:04d}.pdf").write_bytes(b"%PDF-1.4\n" + rng.randbytes(touched_size))
         expect_ok(pack_g(env, site, "level0.tar"))
         for path in many.iterdir():
             st = path.stat()
@@ -603,7 +604,9 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         return site, last
 
     def terminated_while_hashing():
-        site, _ = many_site("inc-sigterm-hashing", seed=31)
+        # 64 KiB each: a document is open for most of its turn, so the drill's looks (one per
+        # SIGSTOP) find one open even when a loaded machine makes each slice long.
+        site, _ = many_site("inc-sigterm-hashing", seed=31, touched_size=64 << 10)
         before = file_state(site.snapshot)
         output = site.backups / "level1.tar"
         proc = env.start("pack", *site.source.args, "-g", site.snapshot, "-o", output, stdin=subprocess.DEVNULL)
