@@ -12,7 +12,8 @@ import pytest
 from aviarytools import rows
 from aviarytools.db import connect
 from aviarytools.query import Query
-from aviarytools.storage import open_storage
+from aviarytools.archive.restore import RestoreOptions, restore
+from aviarytools.storage import FilesystemStorage, open_storage
 from archive_helpers import bucket_storage, dump_tables, installation, objects, s3_args, s3_env, state
 from helpers import DATA_TABLES, aviary, ok
 
@@ -173,6 +174,34 @@ def test_merge_keeps_rows_and_documents_the_archive_does_not_have(source, target
 def test_replace_makes_the_installation_equal_to_the_archive(source, target):
     ok("unpack", "--db", target["db"], "--storage", target["data"], input=source["archive"])
     assert state(target["db"], target["data"]) == source["state"]
+
+
+class AppSavingDuringTheRestore(FilesystemStorage):
+    """A real folder where, as the running Aviary might, a user's upload lands while the
+    restore waits for its staged documents (after the archive was read, before the commit)."""
+
+    def __init__(self, root, key):
+        super().__init__(root)
+        self.key = key
+
+    def settle(self):
+        self.write(self.key, [b"%PDF-1.4 uploaded during the restore"])
+        super().settle()
+
+
+def test_a_document_the_app_saves_during_a_replace_is_not_deleted_as_stale(source, target):
+    uploaded = f"users/{source['users']['zoë']}/pdfs/uploaded during the restore.pdf"
+    db, warned = connect(target["db"]), []
+    try:
+        with AppSavingDuringTheRestore(target["data"], uploaded) as storage:
+            summary = restore(io.BytesIO(source["archive"]), "-", db, storage, RestoreOptions(), warn=warned.append)
+    finally:
+        db.close()
+    assert summary.stale_documents == 2  # what the target had since the backup: those go
+    after = objects(target["data"])
+    assert uploaded in after
+    assert {k: v for k, v in after.items() if k != uploaded} == source["state"][1]
+    assert warned == []
 
 
 # --- redaction -------------------------------------------------------------------------------
