@@ -14,7 +14,7 @@ fails.  Four sections, each a function calling `bench.compare` or
 `bench.compare_peers`: table streams (PostgreSQL and SQLite; SECTIONS, per row
 count), archives (a folder and SQLite; per size), incremental archives
 (bench/incremental.py: pack -g against tar -g, a level 0 and a level 1 after 1 %
-changed; per size) and S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
+changed; per size, and once with 100,000 small documents) and S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
 the AWS CLI and rclone from scripts/install-bench-tools).  --no-tables,
 --no-archives, --no-incremental and --no-s3 leave a section out; --only TEXT keeps
 the rows whose name contains TEXT.  Setup (data generation, loading the databases
@@ -48,6 +48,7 @@ import s3  # noqa: E402
 
 MEMORY_LIMIT_MB = 100
 FLAT_GROWTH = 1.2  # peak at the largest size at most 20 % above the smallest
+MANY_FILES, MANY_FILES_MB = 100_000, 100  # the incremental rows shown for many small documents
 
 
 class CommandFailed(Exception):
@@ -420,6 +421,9 @@ def main() -> int:
             for megabytes in archive_sizes:
                 bench.size = megabytes
                 incremental.section(bench, megabytes, make_installation)
+            if not args.quick:
+                bench.size = MANY_FILES_MB
+                incremental.section(bench, MANY_FILES_MB, make_installation, files=MANY_FILES)
         if not (args.no_archives and args.no_incremental):
             bench.memory_summary(archive_sizes, " MB")
         if not args.no_s3:

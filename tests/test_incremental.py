@@ -237,3 +237,19 @@ def test_an_empty_snapshot_file_means_a_level_0_as_for_gnu_tar(live):
     live["snapshot"].write_bytes(b"")
     assert metadata_of(pack_g(live, "level0.tar"))["aviarytools"]["incremental"]["level"] == 0
     assert live["snapshot"].read_bytes().startswith(b'{"aviarytools_snapshot": 1')
+
+
+def test_a_snapshot_respelled_as_jq_would_gives_the_same_level_1(live):
+    """pack takes a line it wrote, as it wrote it, without parsing it; a line spelled otherwise
+    (here as `jq -c` spells it, which an operator's script might leave) is parsed, to the same plan."""
+    pack_g(live, "level0.tar")
+    as_written = live["snapshot"].read_bytes()
+    respelled = b"".join(json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                         for line in as_written.splitlines())
+    assert respelled != as_written and [json.loads(x) for x in respelled.splitlines()] == \
+        [json.loads(x) for x in as_written.splitlines()]
+    changed = change(live)
+    level_1 = manifest_of(pack_g(live, "level1.tar"))
+    live["snapshot"].write_bytes(respelled)
+    assert manifest_of(pack_g(live, "level1-respelled.tar")) == level_1
+    assert {e["key"] for e in level_1 if e["carried"]} == {changed["new"], changed["same size"], changed["other size"]}

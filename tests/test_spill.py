@@ -2,7 +2,7 @@
 
 import pytest
 
-from aviarytools.spill import HashSet, SpillList, compare_digests
+from aviarytools.spill import SPILL_BLOCK, HashSet, SpillList, compare_digests
 
 IN_MEMORY_AND_SPILLED = pytest.mark.parametrize("limit", [1000, 2], ids=["in memory", "spilled"])
 
@@ -23,6 +23,16 @@ def test_a_list_reads_back_in_order_and_clears(limit):
     assert list(pending) == list(pending)  # read again, from the start
     pending.clear()
     assert list(pending) == [] and len(pending) == 0
+
+
+def test_a_long_spilled_list_reads_back_whole_blocks_and_the_rest_in_order():
+    pending = SpillList(3)
+    items = [(f"users/u/pdfs/{n}.pdf", n, n / 7, None) for n in range(2 * SPILL_BLOCK + 5)]
+    for item in items:
+        pending.append(item)
+    assert pending.spilled and list(pending) == items and len(pending) == len(items)
+    pending.append(("last", 0, 0.0, "e"))
+    assert list(pending)[-2:] == [items[-1], ("last", 0, 0.0, "e")]
 
 
 def test_names_that_are_not_utf_8_come_back_as_they_went_in():

@@ -8,8 +8,8 @@ dicts that was 1-2 KB per member: 100,000 documents took 110-185 MB.
 - NameSet-like membership keeps 128-bit hashes of the strings, not the
   strings: about 70 bytes an item.
 - SpillList keeps its first SPILL_AFTER items in memory and writes the rest
-  to an anonymous temporary file, to be read back in order (also pack's
-  document listing).
+  to an anonymous temporary file, SPILL_BLOCK at a time, to be read back in
+  order (also pack's document listing and an incremental's manifest).
 - compare_digests matches the digests read against those checksums.xxh128
   lists; spilled, it joins them in a temporary SQLite database.
 
@@ -26,6 +26,9 @@ from collections.abc import Iterator
 import xxhash
 
 SPILL_AFTER = int(os.environ.get("AVIARY_SPILL_AFTER", "20000"))
+# Items marshalled as one list: one call each way for the lot, not one an item (which took
+# 2.3 us of the 14 a level 1 spends on each of 100,000 unchanged documents; a block, 1.4 us).
+SPILL_BLOCK = 1024
 JOIN_CACHE_KIB = 2048  # SQLite's page cache while joining spilled digests (more was slower)
 
 
@@ -57,28 +60,30 @@ class SpillList:
 
     def __init__(self, limit: int | None = None):
         self._limit = SPILL_AFTER if limit is None else limit
-        self._memory: list[tuple[str, ...]] = []
+        self._memory: list[tuple[str, ...]] = []  # every item, or (spilled) those not written yet
         self._file = None
+        self._blocks = 0  # written to the file
         self._count = 0
 
     def append(self, item: tuple[str, ...]) -> None:
         self._count += 1
+        self._memory.append(item)
         if self._file is None:
-            self._memory.append(item)
             if len(self._memory) > self._limit:
                 self._spill()
-        else:
-            marshal.dump(item, self._file)  # str as UTF-8 with surrogates kept: names come back as they went
+        elif len(self._memory) >= SPILL_BLOCK:
+            self._write_block(self._memory)
+            self._memory = []
 
     def __iter__(self) -> Iterator[tuple[str, ...]]:
-        if self._file is None:
-            yield from list(self._memory)  # a copy: the consumer may clear() meanwhile
-            return
-        self._file.flush()
-        with open(os.dup(self._file.fileno()), "rb", buffering=1 << 16) as reader:
-            reader.seek(0)
-            for _ in range(self._count):
-                yield marshal.load(reader)
+        tail = list(self._memory)  # a copy: the consumer may clear() meanwhile
+        if self._file is not None:
+            self._file.flush()
+            with open(os.dup(self._file.fileno()), "rb", buffering=1 << 16) as reader:
+                reader.seek(0)
+                for _ in range(self._blocks):
+                    yield from marshal.load(reader)
+        yield from tail
 
     def __len__(self) -> int:
         return self._count
@@ -88,19 +93,25 @@ class SpillList:
         return self._file is not None
 
     def clear(self) -> None:
-        self._memory.clear()
+        self._memory = []
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._count = 0
+        self._blocks = self._count = 0
 
     def _spill(self) -> None:
         import tempfile  # here: it takes a while to import, and most archives never spill
 
         self._file = tempfile.TemporaryFile(prefix="aviary-spill-", buffering=1 << 16)
-        for item in self._memory:
-            marshal.dump(item, self._file)
-        self._memory = []
+        items = self._memory
+        whole = len(items) - len(items) % SPILL_BLOCK
+        for start in range(0, whole, SPILL_BLOCK):
+            self._write_block(items[start:start + SPILL_BLOCK])
+        self._memory = items[whole:]
+
+    def _write_block(self, block: list) -> None:
+        marshal.dump(block, self._file)  # str as UTF-8 with surrogates kept: names come back as they went
+        self._blocks += 1
 
 
 def sorted_records(records, limit: int | None = None) -> Iterator[tuple]:

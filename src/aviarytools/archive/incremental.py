@@ -41,6 +41,9 @@ from . import layout
 FORMAT = 1
 MANIFEST = layout.MANIFEST
 _HEX = re.compile(r"[0-9a-f]{32}")
+_HEX_BYTES = re.compile(rb"[0-9a-f]{32}")
+_LINE_END = b'"}\n'  # after a snapshot line's XXH128
+_DIGEST_END = 32 + len(_LINE_END)  # from the XXH128's first digit to the line's end
 _CARRIED = {True: b', "carried": true}\n', False: b', "carried": false}\n'}
 
 
@@ -81,10 +84,31 @@ class Entry:
 def snapshot_line(key: str, size: int, xxh128: str, mtime_ns: int | None, etag: str | None) -> bytes:
     """One document's line of a snapshot file: json.dumps of a dict, spelled out, since a
     snapshot has a line per document and this is much of a level 1's own time."""
+    return _line_head(key, size, mtime_ns, etag) + xxh128.encode() + _LINE_END
+
+
+def _line_head(key: str, size: int, mtime_ns: int | None, etag: str | None) -> bytes:
+    """A snapshot line up to its XXH128's digits."""
     return (f'{{"key": {_string(key)}, "size": {size},'
             f' "mtime_ns": {"null" if mtime_ns is None else mtime_ns},'
             f' "etag": {"null" if etag is None else _string(etag)},'
-            f' "xxh128": "{xxh128}"}}\n').encode("utf-8", "surrogateescape")
+            ' "xxh128": "').encode("utf-8", "surrogateescape")
+
+
+def recorded_digest(line: bytes) -> str:
+    """The XXH128 of a line snapshot_line() wrote (or that records_as_listed() accepted)."""
+    return line[-_DIGEST_END:-len(_LINE_END)].decode()
+
+
+def records_as_listed(line: bytes, info: ObjectInfo) -> bool:
+    """Whether `line` is, byte for byte, the snapshot line of `info` as listed now (same key,
+    size, mtime_ns and etag) with a well-formed XXH128: then it needs no parsing, and
+    change detection says the object is unchanged.  Most lines of a level 1 are."""
+    if info.mtime_ns is None and info.etag is None:  # nothing to detect a change by (see unchanged())
+        return False
+    head = _line_head(info.key, info.size, info.mtime_ns, info.etag)
+    return (len(line) == len(head) + _DIGEST_END and line.startswith(head) and line.endswith(_LINE_END)
+            and _HEX_BYTES.fullmatch(line, len(head), len(head) + 32) is not None)
 
 
 def manifest_line(snapshot_line: bytes, carried: bool) -> bytes:
@@ -112,9 +136,9 @@ def entry_of(record: object, manifest: bool = False) -> Entry:
     return Entry(key, size, digest, mtime_ns, etag, carried)
 
 
-def read_snapshot(path: str) -> tuple[State, Iterator[Entry]] | None:
-    """The state FILE records (None if there is no FILE, or it is empty), and its entries,
-    in key order, read as they are asked for.  A damaged FILE is an error naming its line."""
+def read_snapshot(path: str) -> tuple[State, SnapshotLines] | None:
+    """The state FILE records (None if there is no FILE, or it is empty), and its document
+    lines, read as they are asked for.  A damaged FILE is an error naming its line."""
     try:
         file = open(path, "rb")
     except FileNotFoundError:
@@ -134,21 +158,47 @@ def read_snapshot(path: str) -> tuple[State, Iterator[Entry]] | None:
     except (ValueError, KeyError, TypeError):
         file.close()
         raise AviaryError(f"{path} line 1: not an aviarytools snapshot file (pack -g writes one)") from None
-    return state, _entries(file, path)
+    return state, SnapshotLines(file, path)
 
 
-def _entries(file, path: str) -> Iterator[Entry]:
-    previous = None
-    with file:
-        for number, line in enumerate(file, 2):
+class SnapshotLines:
+    """A snapshot file's document lines, one at a time (`line`, None after the last), each
+    parsed only when asked (`parse`): pack first holds a line against what it would write
+    now for the object listed (records_as_listed), and most are that.  Key order is
+    checked as lines are parsed: a line that records a listed object is in order, since
+    the listing is."""
+
+    def __init__(self, file, path: str):
+        self.path = path
+        self._file = file
+        self._numbered = enumerate(file, 2)
+        self._key: str | None = None  # of the line before
+        self.line: bytes | None = None
+        self.entry: Entry | None = None  # the line's, once parsed
+        self.number = 1
+        self.advance(None)
+
+    def advance(self, key: str | None) -> None:
+        """On to the next line; `key` is the one the current line holds."""
+        self._key, self.entry = key, None
+        self.number, self.line = next(self._numbered, (self.number + 1, None))
+        if self.line is None:
+            self._file.close()
+
+    def parse(self) -> Entry:
+        if self.entry is None:
             try:
-                entry = entry_of(json.loads(line))
+                self.entry = entry_of(json.loads(self.line))
             except ValueError as e:
-                raise AviaryError(f"{path} line {number}: not a snapshot record ({e})") from None
-            if previous is not None and _order(entry.key) <= _order(previous):
-                raise AviaryError(f"{path} line {number}: {entry.key}: out of key order (damaged?)")
-            previous = entry.key
-            yield entry
+                raise AviaryError(f"{self.path} line {self.number}: not a snapshot record ({e})") from None
+            if self._key is not None and _order(self.entry.key) <= _order(self._key):
+                raise AviaryError(f"{self.path} line {self.number}: {self.entry.key}: out of key order (damaged?)")
+        return self.entry
+
+    def rest(self) -> None:
+        """Parse every line left (a damaged snapshot is refused wherever it is damaged)."""
+        while self.line is not None:
+            self.advance(self.parse().key)
 
 
 def _order(key: str) -> bytes:
@@ -165,16 +215,30 @@ def unchanged(info: ObjectInfo, before: Entry) -> bool:
     return info.etag is not None and info.etag == before.etag
 
 
-def merged(listing: Iterable[ObjectInfo], before: Iterator[Entry]) -> Iterator[tuple[ObjectInfo, Entry | None]]:
-    """(object, the snapshot's entry for its key or None) for every listed object: both are
-    in key order, so this is a merge, holding one of each."""
-    previous = next(before, None)
+def merged(listing: Iterable[ObjectInfo], before: SnapshotLines
+           ) -> Iterator[tuple[ObjectInfo, Entry | None, bytes | None]]:
+    """(object, the snapshot's entry for its key or None, the snapshot's line instead where
+    it records the object just as listed) for every listed object: both are in key order,
+    so this is a merge, holding one line at a time."""
     for info in listing:
-        while previous is not None and _order(previous.key) < _order(info.key):
-            previous = next(before, None)
-        yield info, previous if previous is not None and previous.key == info.key else None
-    for _ in before:  # the rest is read too: a damaged snapshot is refused wherever it is damaged
-        pass
+        entry = None
+        while before.line is not None:
+            if before.entry is None and records_as_listed(before.line, info):
+                yield info, None, before.line
+                before.advance(info.key)
+                break
+            recorded = before.parse()
+            if _order(recorded.key) < _order(info.key):  # deleted since
+                before.advance(recorded.key)
+                continue
+            if recorded.key == info.key:
+                entry = recorded
+                before.advance(recorded.key)
+            yield info, entry, None
+            break
+        else:
+            yield info, None, None
+    before.rest()
 
 
 class SnapshotWriter:
@@ -238,19 +302,20 @@ class Plan:
                 "base": self.state.base, "carried": len(self.carried) if self.carried is not None else None,
                 "manifest": MANIFEST if self.level else None}
 
-    def manifest_lines(self, piece: int = 1 << 18) -> Iterator[bytes]:
-        """The manifest's lines, joined into pieces of about `piece` bytes (a write each)."""
-        buffer = bytearray()
+    def manifest_lines(self, snapshot: SnapshotWriter, piece: int = 1 << 18) -> Iterator[bytes]:
+        """The manifest's lines, joined into pieces of about `piece` bytes (a write each); the
+        same lines as the new snapshot's go to `snapshot` on the way (one pass for both)."""
+        pieces, lines = bytearray(), bytearray()
         for line, carried, _ in self.manifest or ():
-            buffer += manifest_line(line, carried)
-            if len(buffer) >= piece:
-                yield bytes(buffer)
-                buffer.clear()
-        yield bytes(buffer)
-
-    def snapshot_lines(self) -> Iterator[bytes]:
-        for line, _, _ in self.manifest or ():
-            yield line
+            pieces += manifest_line(line, carried)
+            lines += line
+            if len(pieces) >= piece:
+                snapshot.add_lines((bytes(lines),))
+                yield bytes(pieces)
+                pieces.clear()
+                lines.clear()
+        snapshot.add_lines((bytes(lines),))
+        yield bytes(pieces)
 
     def carried_digests(self) -> Iterator[str]:
         """The XXH128 of each carried document, in the order of `carried`."""
@@ -277,29 +342,40 @@ def plan(path: str, level_0: bool, checksum: bool, storage, files, users: tuple[
                           " (--user); give another FILE, or --level 0")
     result = Plan(State(new_id, state.base, state.level + 1, here, users), state.archive,
                   SpillList(), Listing(), vanished=[])
-    decided = SpillList()  # (object fields, digest of an unchanged one or None, the recorded digest)
+    # Per document: (its line, XXH128, size) if unchanged, else (its fields, the XXH128 it had
+    # at the same size or None) and its content is hashed.
+    decided = SpillList()
     to_hash = Listing()
-    for info, entry in merged(files, before):
-        fields = (info.key, info.size, info.mtime, info.etag, info.mtime_ns)
-        if entry is not None and not checksum and unchanged(info, entry):
-            decided.append((fields, entry.xxh128, None))
+    for info, entry, line in merged(files, before):
+        if not checksum and line is not None:
+            decided.append((line, recorded_digest(line), info.size))
+        elif not checksum and entry is not None and unchanged(info, entry):
+            decided.append((snapshot_line(info.key, info.size, entry.xxh128, info.mtime_ns, info.etag),
+                            entry.xxh128, info.size))
         else:
-            decided.append((fields, None, entry.xxh128 if entry is not None and entry.size == info.size else None))
+            recorded = (recorded_digest(line) if line is not None
+                        else entry.xxh128 if entry is not None and entry.size == info.size else None)
+            decided.append(((info.key, info.size, info.mtime, info.etag, info.mtime_ns), recorded))
             to_hash.add(info)
     hashed = _digests(storage, to_hash, result.vanished)
-    for fields, kept, recorded in decided:
-        key, size, _, etag, mtime_ns = fields
-        digest = kept if kept is not None else next(hashed)
-        if digest is None:
-            continue  # deleted since the listing: not in the state
-        carried = kept is None and digest != recorded  # new, or its content changed
-        line = snapshot_line(key, size, digest, mtime_ns, etag)
+    for item in decided:
+        if len(item) == 3:
+            line, digest, size = item
+            carried = False
+        else:
+            fields, recorded = item
+            digest = next(hashed)
+            if digest is None:
+                continue  # deleted since the listing: not in the state
+            key, size, _, etag, mtime_ns = fields
+            line = snapshot_line(key, size, digest, mtime_ns, etag)
+            carried = digest != recorded  # new, or its content changed
+            if carried:
+                result.carried.add(ObjectInfo(*fields))
         result.manifest.append((line, carried, digest))
         result.manifest_size += len(line) - 2 + len(_CARRIED[carried])  # its manifest_line's
         result.documents += 1
         result.document_bytes += size
-        if carried:
-            result.carried.add(ObjectInfo(*fields))
     return result
 
 

@@ -237,7 +237,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             writer = TarWriter(out)
             writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)
             if plan is not None and plan.level:
-                writer.add_file(incremental.MANIFEST, plan.manifest_size, plan.manifest_lines(), mtime)
+                writer.add_file(incremental.MANIFEST, plan.manifest_size, plan.manifest_lines(snapshot), mtime)
             dirs = _Dirs(writer, mtime)
             for name in names:
                 member = layout.table_member(name)
@@ -246,7 +246,6 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
                     writer.add_file(member, measured[name][1], array_chunks(lines), mtime)
             if plan is not None and plan.level:
                 _write_carried(writer, dirs, storage, plan, summary)
-                snapshot.add_lines(plan.snapshot_lines())
             else:
                 _write_documents(writer, dirs, storage, files, lambda key: layout.document_member(
                     *layout.document_of_key(key)), summary, snapshot.add if snapshot is not None else None)
