@@ -97,6 +97,12 @@ class Progress:
             sys.stderr.flush()
 
 
+def counted(out, progress: Progress):
+    """`out`, through a CountingWriter where `progress` is shown: else nothing reads the
+    count, and pack would pay for it at every write (three an archive member)."""
+    return CountingWriter(out, progress) if progress.enabled else out
+
+
 class CountingWriter:
     """A binary stream that reports what passes through it to a Progress."""
 
