@@ -29,9 +29,11 @@ READ_SIZE = 1 << 20
 AHEAD_SIZE = 256 << 10
 
 
+_NOT_NAMES = frozenset(("", ".", ".."))  # as a key's parts: an empty one is a "//" or an end "/"
+
+
 def valid_key(key: str) -> bool:
-    parts = key.split("/")
-    return bool(key) and "\0" not in key and not any(part in ("", ".", "..") for part in parts)
+    return bool(key) and "\0" not in key and _NOT_NAMES.isdisjoint(key.split("/"))
 
 
 def write_all(fd: int, chunks: Iterable[bytes], failed: Callable[[OSError], Exception] | None = None) -> int:

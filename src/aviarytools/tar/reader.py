@@ -140,7 +140,7 @@ def name_problem(name: str) -> str | None:
         return "path contains a '..' component"
     if len(encoded) > MAX_NAME_BYTES:
         return f"name is longer than {MAX_NAME_BYTES} bytes"
-    if any(len(part.encode("utf-8")) > MAX_COMPONENT_BYTES for part in parts):
+    if len(encoded) > MAX_COMPONENT_BYTES and any(len(part.encode("utf-8")) > MAX_COMPONENT_BYTES for part in parts):
         return f"a path component is longer than {MAX_COMPONENT_BYTES} bytes"
     return None
 
