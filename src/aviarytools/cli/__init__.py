@@ -2,7 +2,7 @@
 
 import click
 
-from .. import __version__
+from .. import __version__, startup
 from .common import Group, run_main
 
 # Each command's module, imported only when the command runs (or --help lists them).
@@ -39,4 +39,5 @@ def cli():
 
 
 def main() -> None:
+    startup.pause()  # until the command runs (the command's module imported): see startup.py
     run_main(cli)

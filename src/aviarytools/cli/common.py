@@ -9,10 +9,11 @@ import importlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 import click
 
-from .. import errors
+from .. import errors, startup
 from ..errors import AviaryError
 
 
@@ -112,6 +113,7 @@ class Group(click.Group):
 
     def invoke(self, ctx):
         try:
+            startup.resume()  # the command's module imported, its arguments parsed
             return super().invoke(ctx)
         except BrokenPipeError:
             raise PipeClosed() from None
@@ -121,8 +123,29 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def run_main(group: click.Group) -> None:
-    """Run the click group with aviarytools' error handling and exit statuses."""
+def run_main(group: click.Group) -> NoReturn:
+    """Run the click group with aviarytools' error handling and exit statuses, then end the
+    process at once: by then every command has closed what it opened and waited for what it
+    started, and Python's own teardown (collecting every object, then clearing every module)
+    took 0.03 s after a level 1 of a folder and 0.14 s after a pack from S3, where botocore's
+    models make a large heap."""
+    try:
+        _run(group)
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    if status is not None and not isinstance(status, int):
+        click.echo(status, err=True)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # said already (a closed pipe is a quiet exit)
+    os._exit(status or 0)
+
+
+def _run(group: click.Group) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     name = "aviary"
     try:

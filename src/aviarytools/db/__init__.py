@@ -1,5 +1,6 @@
 """Open a database by URL: `sqlite:///abs/path.db`, a path, or `postgresql://`."""
 
+from .. import startup
 from ..errors import ConfigError
 from .base import MODES, Database, Stage
 
@@ -12,9 +13,10 @@ def connect(url: str, *, create: bool = False) -> Database:
     `create` allows a new SQLite file (init-schema); otherwise it must exist.
     """
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresDatabase
+        with startup.paused():  # psycopg imported: see startup.py
+            from .postgres import PostgresDatabase
 
-        return PostgresDatabase(url)
+            return PostgresDatabase(url)
     if url.startswith("sqlite:"):
         path = url[len("sqlite:"):]
         if path.startswith("//"):

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 
+from aviarytools import startup
 from aviarytools.errors import ConfigError, redact
 
 from .base import Capabilities, Listing, ObjectInfo, Storage
@@ -64,7 +65,8 @@ def storage_from_env(environ: Mapping[str, str] = os.environ, **options) -> Stor
     backend = (environ.get("STORAGE_BACKEND") or "filesystem").strip().lower()
     if backend not in BACKENDS:
         raise ConfigError(f"STORAGE_BACKEND={backend!r}: expected {' or '.join(BACKENDS)}")
-    return _backend(BACKENDS[backend]).from_environment(environ, options)
+    with startup.paused():  # a client library imported and made: see startup.py
+        return _backend(BACKENDS[backend]).from_environment(environ, options)
 
 
 def open_storage(url: str, *, environ: Mapping[str, str] | None = None, **options) -> Storage:
@@ -75,4 +77,5 @@ def open_storage(url: str, *, environ: Mapping[str, str] | None = None, **option
     if module is None:
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise ConfigError(f"{redact(url)}: unsupported storage URL (use a folder or one of {known})")
-    return _backend(module).from_url(url, environ, options)
+    with startup.paused():  # a client library imported and made: see startup.py
+        return _backend(module).from_url(url, environ, options)
