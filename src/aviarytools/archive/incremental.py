@@ -355,7 +355,7 @@ def plan(path: str, level_0: bool, checksum: bool, storage, files, users: tuple[
         else:
             recorded = (recorded_digest(line) if line is not None
                         else entry.xxh128 if entry is not None and entry.size == info.size else None)
-            decided.append(((info.key, info.size, info.mtime, info.etag, info.mtime_ns), recorded))
+            decided.append((tuple(info), recorded))
             to_hash.add(info)
     hashed = _digests(storage, to_hash, result.vanished)
     for item in decided:

@@ -224,7 +224,7 @@ class Listing:
         self.bytes = 0
 
     def add(self, info: ObjectInfo) -> None:
-        self._entries.append((info.key, info.size, info.mtime, info.etag, info.mtime_ns))
+        self._entries.append(tuple(info))  # a plain tuple: marshal takes no subclass of one
         self.bytes += info.size
 
     def __iter__(self) -> Iterator[ObjectInfo]:
