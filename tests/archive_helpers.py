@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import xxhash
 
+import format_notes
 from aviarytools import rows, sample
 from aviarytools.db import connect
 from aviarytools.rowinput import RowSource
@@ -205,9 +206,10 @@ def _walk(tree: dict, prefix: str = ""):
             yield path, tree[name]
 
 
-def aviary_tar(metadata: dict, files: dict[str, bytes], mtime: int = 1753600000) -> bytes:
-    """A gzip'd tar as Aviary's backup writes it: metadata.json first, then the staging folder
-    walked in lexical order with directory entries, ended by two zero blocks only."""
+def aviary_tar(metadata: dict, files: dict[str, bytes], mtime: int = 1753600000, metadata_last=False) -> bytes:
+    """A gzip'd tar as Aviary's backup writes it: metadata.json first (last, as v1.4.0 to
+    v1.5.3 wrote it, with `metadata_last`), then the staging folder walked in lexical order
+    with directory entries, ended by two zero blocks only."""
     tree: dict = {}
     for path, data in files.items():
         *folders, base = path.split("/")
@@ -217,7 +219,9 @@ def aviary_tar(metadata: dict, files: dict[str, bytes], mtime: int = 1753600000)
         node[base] = data
     buffer = io.BytesIO()
     tar = tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, tarinfo=_GoTarInfo)
-    for path, data in [("metadata.json", go_json(metadata)), *_walk(tree)]:
+    staged = list(_walk(tree))
+    order = [*staged, ("metadata.json", go_json(metadata))] if metadata_last else [("metadata.json", go_json(metadata)), *staged]
+    for path, data in order:
         info = _GoTarInfo(path)
         info.mtime, info.uname, info.gname = mtime, "", ""
         if data is None:
@@ -288,6 +292,55 @@ def aviary_made_archive(user_extras: dict | None = None) -> tuple[bytes, dict[st
     tables["login_attempts"] = []
     hashes = {key: xxhash.xxh3_128_hexdigest(body) for key, body in documents.items()}
     return aviary_tar(metadata, files), tables, hashes
+
+
+def old_aviary_archive(version: str = "v1.5.3", users: int = 3, docs_per_user: int = 3,
+                       document_size: int | None = None) -> tuple[bytes, dict[str, list[dict]], dict[str, bytes]]:
+    """An archive as Aviary `version` (v1.4.0 to v1.5.3) wrote it, built from the facts the
+    project carries (format_notes): metadata.json last, without the totals those releases lacked;
+    users.json without the columns later releases added; each pairing only as
+    filesystem/configs/<uuid>/rmapi.conf.  Also the rows a complete restore gives (absent
+    columns at their defaults, the pairing in users.rmapi_config) and each document's XXH128."""
+    facts = format_notes.read_facts()
+    assert facts["metadata_last"]["from"] <= version <= facts["metadata_last"]["to"]
+    later = {c for c, release in facts["users_column_releases"].items() if format_notes.before(release, version)}
+    tables = sample.sample_rows(users=users, docs_per_user=docs_per_user)
+    for row in tables["documents"] if document_size else ():
+        row["file_size"] = document_size
+    documents = dict(sample.document_files(tables))
+    booleans = {"users": ("is_admin", "is_active"), "api_keys": ("is_active",), "login_attempts": ("success",)}
+    files = {f"database/{name}.json": go_json([{k: v for k, v in row.items() if name != "users" or k not in later}
+                                              for row in as_aviary_rows(table_rows, booleans.get(name))])
+             for name, table_rows in tables.items()}
+    for user in tables["users"]:
+        if user["rmapi_config"] is not None:
+            files[f"filesystem/configs/{user['id']}/rmapi.conf"] = user["rmapi_config"].encode()
+    for key, body in documents.items():
+        user_id, path = key.removeprefix("users/").split("/pdfs/", 1)
+        files[f"filesystem/documents/{user_id}/{path}"] = body
+    configs = sum(len(body) for name, body in files.items() if name.startswith("filesystem/configs/"))
+    values = {
+        "aviary_version": version, "git_commit": "0" * 40, "export_timestamp": "2025-08-10T09:08:07.123456789Z",
+        "database_type": "sqlite", "users_exported": [u["id"] for u in tables["users"]],
+        "total_documents": len(documents), "total_size_bytes": sum(map(len, documents.values())) + configs,
+        "exported_tables": list(tables),
+    }
+    lacks = facts["metadata_last"]["lacks"]
+    metadata = {name: values[name] for name in facts["metadata_fields"] if name not in lacks}
+    assert set(metadata) == set(values)
+    columns = {c["name"]: c for c in facts["tables"]["users"]["columns"]}
+    for user in tables["users"]:  # as the restore must leave them: the pairing from its file
+        user.update({c: _default_of(columns[c]) for c in later if c != "rmapi_config"})
+    hashes = {key: xxhash.xxh3_128_hexdigest(body) for key, body in documents.items()}
+    return aviary_tar(metadata, files, metadata_last=True), tables, hashes
+
+
+def _default_of(column: dict):
+    """A column's default as a JSON value ('epub' -> "epub", 0 -> 0), None where it has none."""
+    default = column.get("default")
+    if default is None:
+        return None
+    return default[1:-1] if default.startswith("'") else json.loads(default)
 
 
 # --- what Aviary's own admin page does with an archive (../shared/aviary-format.md) -----------

@@ -1,4 +1,9 @@
-"""Aviary's tables as `../shared/aviary-format.md` describes them: an oracle outside our code.
+"""Aviary's facts as `../shared/aviary-format.md` describes them: an oracle outside our code.
+
+The tests read them from `aviary_facts.json`, beside this module: the project carries the facts
+it checks against, so that `make test` runs on a clone alone.  That file is the notes' facts in a
+stable form, written by this module from the notes (`python tests/format_notes.py`), and
+test_format_facts.py holds it to the notes wherever they sit beside the checkout.
 
 The format notes list every column of every table as the current Aviary source declares it,
 one table per row of a markdown table, one `;`-separated item per column:
@@ -14,11 +19,15 @@ kind is a uuid.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 NOTES = Path(__file__).resolve().parent.parent.parent / "shared" / "aviary-format.md"
+FACTS = Path(__file__).resolve().parent / "aviary_facts.json"
 
 KINDS = {"uuid": "uuid", "text": "text", "bool": "bool", "int": "int", "int64": "int",
          "float": "float", "timestamp": "timestamp", "timestamps": "timestamp"}
@@ -53,13 +62,68 @@ class NotedTable:
         return next(c for c in self.columns if c.name == name)
 
 
-def read_tables(path: Path = NOTES) -> dict[str, NotedTable]:
+def read_facts(path: Path = FACTS) -> dict:
+    """The facts the project carries (aviary_facts.json), as plain data."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_tables(path: Path = FACTS) -> dict[str, NotedTable]:
+    """Every table of the notes' column table, by name (from the facts the project carries)."""
+    return {name: _table_of(name, data) for name, data in read_facts(path)["tables"].items()}
+
+
+def users_column_releases() -> dict[str, str]:
+    """users columns that came after v1.4.0 (the first release with a database) -> their release."""
+    return read_facts()["users_column_releases"]
+
+
+def before(release: str, version: str) -> bool:
+    """Whether a column of `release` is missing from an Aviary of `version` (v1.5.3 < v1.6.0)."""
+    def numbers(v):
+        core, _, rc = v.lstrip("v").partition("-rc")
+        return (*map(int, core.split(".")), int(rc) if rc else 1 << 30)
+    return numbers(version) < numbers(release)
+
+
+# --- the notes' text read into facts ---------------------------------------------------------
+
+
+def facts_of_notes(path: Path = NOTES) -> dict:
+    """What the tests use of the notes, as plain data (what aviary_facts.json holds)."""
+    text = path.read_text(encoding="utf-8")
+    old = re.search(r"Archives from (v[\d.]+) to (v[\d.]+) have it LAST\*\*.*?without `(\w+)` and `(\w+)`",
+                    text, re.S)
+    return {
+        "source": "../shared/aviary-format.md: facts read from Aviary's source (v1.9.0)",
+        "tables": {name: _data_of(table) for name, table in notes_tables(text).items()},
+        "users_column_releases": _column_releases(text),
+        "metadata_fields": _metadata_fields(text),
+        "metadata_last": {"from": old[1], "to": old[2], "lacks": [old[3], old[4]]},
+    }
+
+
+def _column_releases(text: str) -> dict[str, str]:
+    bullet = re.search(r"^- Releases: (.*?)(?=^\S|^- |\Z)", text, re.S | re.M)[1]
+    releases = {}
+    for part in " ".join(bullet.split()).split(";"):
+        match = re.fullmatch(r"\s*([a-z_]+(?:, [a-z_]+)*(?: and [a-z_]+)?) in (v[\d.]+(?:-rc\d+)?)(?: \(.*\))?\.?",
+                             part)
+        if match:
+            for column in re.split(r", | and ", match[1]):
+                releases[column] = match[2]
+    return releases
+
+
+def _metadata_fields(text: str) -> list[str]:
+    paragraph = re.search(r"^`metadata.json` fields, in this order:(.*?)\n\n", text, re.S | re.M)[1]
+    return list(dict.fromkeys(re.findall(r"`([a-z]+(?:_[a-z]+)+)`", paragraph)))
+
+
+def notes_tables(text: str) -> dict[str, NotedTable]:
     """Every table of the notes' column table, by name."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the format notes must sit beside the checkout, in ../shared")
     tables: dict[str, NotedTable] = {}
     inside = False
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if line.startswith("| table | column:"):
             inside = True
             continue
@@ -123,3 +187,28 @@ def _columns(item: str) -> list[NotedColumn] | None:
             attributes[flags[word]] = True
     kind = KINDS[match["kind"]] if match["kind"] else ("uuid" if "references" in attributes else "timestamp")
     return [NotedColumn(name, kind, **attributes) for name in match["names"].split(", ")]
+
+
+def _data_of(table: NotedTable) -> dict:
+    """A table as JSON data: each column with only what differs from NotedColumn's defaults."""
+    defaults = NotedColumn("", "")
+    columns = [{f.name: getattr(c, f.name) for f in dataclasses.fields(c)
+                if f.name in ("name", "kind") or getattr(c, f.name) != getattr(defaults, f.name)}
+               for c in table.columns]
+    return {"columns": columns, "unique_sets": [list(u) for u in table.unique_sets], "prose": table.prose}
+
+
+def _table_of(name: str, data: dict) -> NotedTable:
+    columns = [NotedColumn(**dict(c, references=tuple(c["references"]) if c.get("references") else None))
+               for c in data["columns"]]
+    return NotedTable(name, columns, [tuple(u) for u in data["unique_sets"]], list(data["prose"]))
+
+
+def facts_text(facts: dict) -> str:
+    """aviary_facts.json's text: indented, each column on a line of its own."""
+    text = json.dumps(facts, indent=1, ensure_ascii=False)
+    return re.sub(r"\{[^{}]*\}", lambda m: re.sub(r"\n\s*", " ", m[0]), text) + "\n"
+
+
+if __name__ == "__main__":  # the facts from the notes, to write aviary_facts.json again when they change
+    sys.stdout.write(facts_text(facts_of_notes(Path(sys.argv[1]) if len(sys.argv) > 1 else NOTES)))

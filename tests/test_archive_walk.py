@@ -150,7 +150,7 @@ DAMAGES = {
     "an rmapi.conf of more than a MiB": (with_member(f"filesystem/configs/{STRANGER}/rmapi.conf", b"x" * (1 << 21)),
                                          "is too large for an rmapi.conf"),
     "metadata.json not first": (lambda members: [members[1], members[0], *members[2:]],
-                                "expected metadata.json as the first member"),
+                                "an aviarytools archive, whose metadata.json must be the first member"),
 }
 
 

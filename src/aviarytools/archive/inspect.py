@@ -50,12 +50,23 @@ def usernames(rows) -> Iterator[tuple[str, str]]:
         return
 
 
-def info(stream: BinaryIO, source: str = "-") -> dict:
-    """metadata.json, reading only the first member."""
-    first = next(members(stream, source), None)
+def info(stream: BinaryIO, source: str = "-", warn=None) -> dict:
+    """metadata.json: the first member, as aviarytools and Aviary since v1.5.4 write it.
+    Aviary v1.4.0 to v1.5.3 wrote it last: then the archive is read on to find it, and
+    `warn` is told so (it takes a while, and the operator should know why)."""
+    walk = members(stream, source)
+    first = next(walk, None)
     if first is None:
         raise ArchiveError("empty archive")
-    return read_metadata(first)[0]
+    if first.name == layout.METADATA:
+        return read_metadata(HashedContent(first))[0]
+    if warn is not None:
+        warn(f"{layout.METADATA} is not the first member (Aviary v1.4.0 to v1.5.3 wrote it last):"
+             " reading the whole archive to find it")
+    for member in walk:
+        if member.name == layout.METADATA:
+            return read_metadata(HashedContent(member))[0]
+    raise ArchiveError(f"no {layout.METADATA} in the archive: not an Aviary backup")
 
 
 def member_chunks(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes]:
@@ -96,7 +107,7 @@ def table_rows(stream: BinaryIO, name: str, source: str = "-") -> Iterator[bytes
     model = schema.BY_NAME.get(entry.table)
     for member in members(stream, source):
         if member.name == layout.METADATA:
-            model = declared.union(model, archived_tables(read_metadata(member)[0]).get(entry.table))
+            model = declared.union(model, archived_tables(read_metadata(HashedContent(member))[0]).get(entry.table))
         if member.name == name:
             reader = buffered(HashedContent(member))
             if reader.peek(1).lstrip()[:1] == b"n":

@@ -93,13 +93,10 @@ def buffered(content: HashedContent) -> io.BufferedReader:
     return io.BufferedReader(content, 1 << 16)
 
 
-def read_metadata(member: Member) -> tuple[dict, str, bytes]:
-    """The parsed metadata.json member, its digest and its bytes."""
-    if member.name != layout.METADATA:
-        raise ArchiveError(f"{member.name}: expected {layout.METADATA} as the first member")
-    if member.size > MAX_METADATA_BYTES:
-        raise ArchiveError(f"{layout.METADATA}: {member.size} bytes is too large for metadata")
-    content = HashedContent(member)
+def read_metadata(content: HashedContent) -> tuple[dict, bytes]:
+    """The parsed metadata.json member and its bytes (its digest: content.hasher)."""
+    if content.member.size > MAX_METADATA_BYTES:
+        raise ArchiveError(f"{layout.METADATA}: {content.member.size} bytes is too large for metadata")
     data = b"".join(content.chunks())
     try:
         metadata = json.loads(data)
@@ -107,7 +104,7 @@ def read_metadata(member: Member) -> tuple[dict, str, bytes]:
         raise ArchiveError(f"{layout.METADATA}: invalid JSON: {e}") from None
     if not isinstance(metadata, dict):
         raise ArchiveError(f"{layout.METADATA}: expected a JSON object")
-    return metadata, content.hasher.hexdigest(), data
+    return metadata, data
 
 
 def parse_checksum_member(content: HashedContent, source: str) -> SpillList:

@@ -61,7 +61,7 @@ class Restore(Consumer):
     """A consumer of the archive walk (walk.py): the walk checks every member and
     stops the restore at the first problem, before the commit."""
 
-    ignores = frozenset(("vanished", "checksums", "dir", "ignored", "unknown"))
+    ignores = frozenset(("metadata", "vanished", "checksums", "dir", "ignored", "unknown"))  # metadata: begin()
 
     def __init__(self, db: Database | None, storage: Storage | None, options: RestoreOptions,
                  warn: Callable[[str], None]):
@@ -119,7 +119,9 @@ class Restore(Consumer):
         self._report_unknown_columns()
         return self.summary
 
-    def on_metadata(self, item: Item, metadata: dict) -> None:
+    def begin(self, metadata: dict) -> None:
+        """What the archive is (metadata.json, or Aviary's own when that comes last) decides
+        how its members are restored: made ready before the first of them."""
         single_user = layout.is_single_user(metadata)
         if single_user and not self.options.adopt:
             raise InputError(f"{layout.METADATA}: a single-user archive (pack --single-user): restore it with"

@@ -5,7 +5,11 @@ once, from the front.  They used to walk it each in their own way, with
 their own idea of a member the checksums do not list; now each is a
 `Consumer` of this walk, and the walk holds every rule:
 
-- metadata.json first and well formed (with its `aviarytools.schema`);
+- metadata.json well formed (with its `aviarytools.schema`), and first,
+  as aviarytools and Aviary since v1.5.4 write it; an archive of Aviary
+  v1.4.0 to v1.5.3, whose metadata.json comes after everything else, is
+  read as what it can only be, Aviary's full multi-user archive (see
+  `Consumer.begin`), and its metadata is checked when it comes;
 - every name safe and no name twice;
 - every table a JSON array (or Aviary's `null`) of objects, no key twice;
 - vanished.ndjson records well formed, rmapi.conf files of a sane size;
@@ -30,6 +34,13 @@ itself: a consumer takes a table's rows (`on_table(item, rows)`) or taps the
 bytes as they pass (`item.content.tap`); the content of other members is
 the consumer's to read, or not.  What is left unread is read (and hashed)
 by the walk after the handler returns.
+
+Nothing has to wait for a late metadata.json: Aviary's steers nothing (its
+restore reads no field of it to import), and what a consumer makes of the
+members before it is held back until the end of the walk anyway: a restore
+stages rows and documents until its commit, an extraction writes under
+temporary names.  The checks that need the metadata (its fields, its
+totals) run at the end of the walk, before either commits.
 """
 
 from __future__ import annotations
@@ -61,6 +72,11 @@ METADATA_FIELDS = {
     "exported_tables": (list, type(None)),
     "total_users": int,
 }
+# Aviary v1.4.0 to v1.5.3 wrote no user or API key totals: required only in an archive of ours.
+AVIARY_MAY_LACK = frozenset(("total_users",))
+# What an archive whose metadata.json is not its first member is taken to be, until it comes:
+# Aviary's own (no `aviarytools` object), the only kind ever written that way.
+AVIARYS_OWN: dict = {}
 
 
 @dataclass
@@ -82,6 +98,11 @@ class Consumer:
     """What one command does with each kind of member (see the module's docstring)."""
 
     ignores: frozenset[str] = frozenset()
+
+    def begin(self, metadata: dict) -> None:
+        """Called once, before any member is handed over, with what the archive is:
+        metadata.json when it is the first member, else AVIARYS_OWN (an archive of Aviary
+        v1.4.0 to v1.5.3, whose metadata.json comes last and is handed over then)."""
 
     def done(self, item: Item) -> None:
         """Called once the walk has read all of a member's content."""
@@ -228,6 +249,8 @@ class Walk:
         self.stream, self.source, self.consumer = stream, source, consumer
         self.progress = progress  # told of each document done, and of metadata.json's total
         self.metadata: dict | None = None
+        self.metadata_late = False  # metadata.json is not the first member (Aviary v1.4.0 to v1.5.3)
+        self._late_metadata_read = False
         self.single_user = False  # metadata.json says so (pack --single-user)
         self.incremental: dict | None = None  # pack -g: level, archive, parent, base
         self.partial = False  # an incremental of level 1 or more: a manifest, not every document
@@ -252,13 +275,20 @@ class Walk:
             first = next(walk, None)
             if first is None:
                 raise ArchiveError("empty archive")
-            yield from self._first(first)
+            if first.name == layout.METADATA:
+                yield from self._first(first)
+            else:
+                self.metadata_late = True
+                self.consumer.begin(AVIARYS_OWN)
+                yield from self._member(first)
             for member in walk:
                 yield from self._member(member)
         except ArchiveError:
             yield from self._flushed()
             raise
         yield from self._flushed()
+        if self.metadata_late and not self._late_metadata_read:
+            yield problem("metadata", f"no {layout.METADATA} in the archive: not an Aviary backup")
         yield from self._checked_against_checksums()
         for key in sorted(self.carried or ()):
             yield problem("manifest", f"{key}: carried, says {layout.MANIFEST}, but not in the archive")
@@ -276,28 +306,28 @@ class Walk:
     # -- members -------------------------------------------------------------------
 
     def _first(self, member: Member) -> Iterator[Finding]:
-        if member.name != layout.METADATA:
-            yield problem("metadata", f"{member.name}: expected {layout.METADATA} as the first member")
-            yield from self._member(member)
-            return
         self._names.add(member.name)
+        content = HashedContent(member)
         try:
-            metadata, digest, data = read_metadata(member)
+            metadata, data = read_metadata(content)
         except ArchiveError as e:
             yield problem("metadata", str(e), member.name)
             return
-        self.tally.digests.append((member.name, digest))
+        self.tally.digests.append((member.name, content.hasher.hexdigest()))
         yield from self._metadata_problems(metadata)
         self.metadata = metadata
         if self.progress is not None and self.progress.total is None:  # read from a pipe: documents' bytes
             total = metadata.get("total_size_bytes")
             self.progress.expect(total if isinstance(total, int) else None, by_documents=True)
+        self.consumer.begin(metadata)
         self._dispatch(Item(member, layout.Entry("metadata"), data=data), metadata)
         yield from self._flushed()
 
     def _metadata_problems(self, metadata: dict) -> Iterator[Finding]:
         for name, kind in METADATA_FIELDS.items():
             if name not in metadata:
+                if name in AVIARY_MAY_LACK and not layout.ours(metadata):
+                    continue
                 yield problem("metadata", f"missing field {name}", layout.METADATA)
             elif not isinstance(metadata[name], kind) or isinstance(metadata[name], bool):
                 yield problem("metadata", f"field {name} has the wrong type", layout.METADATA)
@@ -346,6 +376,9 @@ class Walk:
 
     def _misplaced(self, kind: str) -> str | None:
         """Why a member of this kind does not belong in this archive, if it does not."""
+        if self.metadata_late and kind in ("single_document", "pairing", "manifest", "carried_document"):
+            return (f"a member of aviarytools' own before {layout.METADATA}, which must then be the first member:"
+                    f" re-pack the archive with {layout.METADATA} first (tar -c {layout.METADATA} ...)")
         if self.single_user and kind in ("table", "document", "config"):
             return "a multi-user member in a single-user archive"
         if not self.single_user and kind in ("single_document", "pairing"):
@@ -424,7 +457,26 @@ class Walk:
         return iter(())
 
     def _metadata(self, item: Item) -> Iterator[Finding]:
-        yield problem("metadata", f"must be the first member, not member {len(self._names)}", item.name)
+        if not self.metadata_late:
+            yield problem("metadata", f"must be the first member, not member {len(self._names)}", item.name)
+            return
+        if self._late_metadata_read:
+            return  # a second one: a duplicate member, reported
+        self._late_metadata_read = True
+        try:
+            metadata, item.data = read_metadata(item.content)
+        except ArchiveError as e:
+            yield problem("metadata", str(e), item.name)
+            return
+        if layout.ours(metadata):  # the members before it were taken for Aviary's: none may be
+            yield problem("metadata", "an aviarytools archive, whose metadata.json must be the first member:"
+                          " re-pack it with metadata.json first (tar -c metadata.json ...)", item.name)
+            return
+        yield info("metadata", "after the other members, as Aviary v1.4.0 to v1.5.3 wrote it: an old Aviary"
+                   " backup", item.name)
+        yield from self._metadata_problems(metadata)
+        self.metadata = metadata
+        self._dispatch(item, metadata)
 
     def _checked_against_checksums(self) -> Iterator[Finding]:
         """Every member against the list (the archive's end)."""
