@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -18,7 +19,7 @@ from aviarytools import rows, sample
 from aviarytools.db import connect
 from aviarytools.rowinput import RowSource
 from aviarytools.storage import open_storage
-from helpers import AVIARY, DATA_TABLES
+from helpers import AVIARY, DATA_TABLES, aviary
 
 
 # --- what an installation holds -------------------------------------------------------------
@@ -137,6 +138,28 @@ def pipeline(*commands, env=None, stdin=None) -> list[subprocess.CompletedProces
         error.close()
     results[-1].stdout = out
     return results
+
+
+def refused_by_every_reader(archive: bytes, expected: str, tmp_path) -> None:
+    """verify, a restore (dry run or not) and `unpack -C` each refuse `archive`, saying
+    `expected`, and leave the target as it was: no file of the archive's written."""
+    checked = aviary("verify", input=archive)
+    assert checked.returncode == 1 and expected in checked.stderr.decode(), checked.stderr.decode()
+
+    target, files = str(tmp_path / "target.db"), tmp_path / "target"
+    installation(target, files, users=3, seed=11)
+    before = state(target, files)
+    for extra in (["--dry-run"], []):
+        restored = aviary("unpack", "--db", target, "--storage", files, *extra, input=archive)
+        assert restored.returncode == 1, (extra, restored.stderr.decode())
+        assert expected in restored.stderr.decode()
+        assert state(target, files) == before
+        assert not [p for p in os.listdir(files) if p.startswith(".aviary-restore-")]
+
+    extracted = aviary("unpack", "-C", tmp_path / "out", input=archive)
+    assert extracted.returncode == 1 and expected in extracted.stderr.decode()
+    assert [f for _, _, names in os.walk(tmp_path / "out") for f in names] == []
+    shutil.rmtree(tmp_path / "out")
 
 
 def all_ok(results) -> bytes:

@@ -61,6 +61,14 @@ def pg_url(pg_server):
 
 
 @pytest.fixture
+def pg_reference(pg_server):
+    """URL of a second new, empty database (a reference to compare a restore with)."""
+    name = f"ref_{uuid.uuid4().hex[:12]}"
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
 def s3_bucket(s3_server):
     """Name of a new, empty bucket, deleted with its objects after the test."""
     name = s3_server.create_bucket(f"test-{uuid.uuid4().hex[:12]}")

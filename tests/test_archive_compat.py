@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import tarfile
-import uuid
 import warnings
 
 import pytest
@@ -130,13 +129,6 @@ def test_the_aviary_made_archive_has_every_quirk():
     assert b'"reset_token_expires": "0001-01-01T00:00:00Z"' in users
     assert b'"is_admin": 1' in users and b'"is_active": true' in keys
     assert b'"page_dpi": 226,' in users
-
-
-@pytest.fixture
-def pg_reference(pg_server):
-    name = f"ref_{uuid.uuid4().hex[:12]}"
-    yield pg_server.create_database(name)
-    pg_server.drop_database(name)
 
 
 @pytest.mark.parametrize("target", ["sqlite", "postgres"])

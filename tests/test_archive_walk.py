@@ -7,14 +7,12 @@ members) can catch it.  Each goes through all four readers, with the same verdic
 
 import io
 import json
-import os
-import shutil
 import tarfile
 
 import pytest
 import xxhash
 
-from archive_helpers import aviary_made_archive, installation, state
+from archive_helpers import aviary_made_archive, installation, refused_by_every_reader
 from aviarytools.archive import layout
 from aviarytools.archive.extract import Extraction
 from aviarytools.archive.restore import Restore
@@ -164,24 +162,7 @@ def damaged(archive: bytes, damage) -> bytes:
 @pytest.mark.parametrize("case", DAMAGES)
 def test_what_verify_rejects_no_reader_accepts(source, tmp_path, case):
     damage, expected = DAMAGES[case]
-    archive = damaged(source[0], damage)
-    checked = aviary("verify", input=archive)
-    assert checked.returncode == 1 and expected in checked.stderr.decode(), checked.stderr.decode()
-
-    target, files = str(tmp_path / "target.db"), tmp_path / "target"
-    installation(target, files, users=3, seed=11)
-    before = state(target, files)
-    for extra in (["--dry-run"], []):
-        restored = aviary("unpack", "--db", target, "--storage", files, *extra, input=archive)
-        assert restored.returncode == 1, (extra, restored.stderr.decode())
-        assert expected in restored.stderr.decode()
-        assert state(target, files) == before
-        assert not [p for p in os.listdir(files) if p.startswith(".aviary-restore-")]
-
-    extracted = aviary("unpack", "-C", tmp_path / "out", input=archive)
-    assert extracted.returncode == 1 and expected in extracted.stderr.decode()
-    assert [f for _, _, names in os.walk(tmp_path / "out") for f in names] == []
-    shutil.rmtree(tmp_path / "out")
+    refused_by_every_reader(damaged(source[0], damage), expected, tmp_path)
 
 
 def test_an_archive_aviary_itself_wrote_passes_every_reader(tmp_path):

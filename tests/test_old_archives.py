@@ -5,21 +5,19 @@ they are what a disaster sends an operator to: every reader here takes them, in 
 the front, from a pipe too.  The archives are built from the facts the project carries
 (archive_helpers.old_aviary_archive, format_notes)."""
 
-import gzip
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-import uuid
 
 import pytest
 import xxhash
 
 import format_notes
-from archive_helpers import (all_ok, aviary_tar, dump_tables, go_json, installation, load_rows, objects,
-                             old_aviary_archive, pipeline, state)
+from archive_helpers import (all_ok, aviary_tar, dump_tables, installation, load_rows, objects,
+                             old_aviary_archive, pipeline, refused_by_every_reader, state)
 from helpers import AVIARY, aviary, ok
 
 OLD_INFO = "after the other members, as Aviary v1.4.0 to v1.5.3 wrote it"
@@ -90,20 +88,7 @@ CHECKS_AT_THE_END = {
 
 @pytest.mark.parametrize("case", CHECKS_AT_THE_END)
 def test_the_checks_that_need_the_metadata_run_before_the_commit(case, tmp_path):
-    archive, expected = CHECKS_AT_THE_END[case]
-    checked = aviary("verify", input=archive)
-    assert checked.returncode == 1 and expected in checked.stderr.decode(), checked.stderr.decode()
-    target, files = str(tmp_path / "target.db"), tmp_path / "target"
-    installation(target, files, users=3, seed=11)
-    before = state(target, files)
-    for extra in (["--dry-run"], []):
-        restored = aviary("unpack", "--db", target, "--storage", files, *extra, input=archive)
-        assert restored.returncode == 1 and expected in restored.stderr.decode(), restored.stderr.decode()
-        assert state(target, files) == before
-        assert not [p for p in os.listdir(files) if p.startswith(".aviary-restore-")]
-    extracted = aviary("unpack", "-C", tmp_path / "out", input=archive)
-    assert extracted.returncode == 1 and expected in extracted.stderr.decode()
-    assert [f for _, _, names in os.walk(tmp_path / "out") for f in names] == []
+    refused_by_every_reader(*CHECKS_AT_THE_END[case], tmp_path)
 
 
 def test_a_tar_without_any_metadata_is_refused_after_the_last_member(tmp_path):
@@ -123,13 +108,6 @@ def test_a_tar_without_any_metadata_is_refused_after_the_last_member(tmp_path):
 
 
 # --- a complete restore ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_reference(pg_server):
-    name = f"ref_{uuid.uuid4().hex[:12]}"
-    yield pg_server.create_database(name)
-    pg_server.drop_database(name)
 
 
 @pytest.mark.parametrize("target", ["sqlite", "postgres"])
