@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import BinaryIO
 
 import xxhash
@@ -76,7 +77,7 @@ METADATA_FIELDS = {
 AVIARY_MAY_LACK = frozenset(("total_users",))
 # What an archive whose metadata.json is not its first member is taken to be, until it comes:
 # Aviary's own (no `aviarytools` object), the only kind ever written that way.
-AVIARYS_OWN: dict = {}
+AVIARYS_OWN = MappingProxyType({})
 
 
 @dataclass
