@@ -1,7 +1,7 @@
 """Every column of any Aviary version survives a migration, and no restore drops one silently.
 
 The source databases here are made from the DDL GORM runs for the tables of
-`../shared/aviary-format.md` (read by format_notes.py), not by our own init-schema, so that
+the format notes (tests/aviary_facts.json, read by format_notes.py), not by our own init-schema, so that
 a column our built-in schema lacked would show as a difference.
 """
 

@@ -1,5 +1,6 @@
-"""The built-in schema (schema.py) held to the column table of `../shared/aviary-format.md`,
-column by column: the notes are read from Aviary's own source, our schema is not."""
+"""The built-in schema (schema.py) held to the column table of the format notes (as the project
+carries it, tests/aviary_facts.json), column by column: the notes are read from Aviary's own
+source, our schema is not."""
 
 import pytest
 
