@@ -91,6 +91,17 @@ def test_the_checks_that_need_the_metadata_run_before_the_commit(case, tmp_path)
     refused_by_every_reader(*CHECKS_AT_THE_END[case], tmp_path)
 
 
+def test_a_single_user_archive_re_packed_with_metadata_last_is_refused_at_its_first_member():
+    metadata = {"aviary_version": "v1.9.0", "export_timestamp": "2026-05-01T00:00:00Z", "database_type": "none",
+                "users_exported": "single-user", "total_documents": 1, "total_size_bytes": 4,
+                "exported_tables": [], "total_users": 0, "aviarytools": {"single_user": {}}}
+    archive = aviary_tar(metadata, {"single-user/pdfs/a.pdf": b"%PDF"}, metadata_last=True)
+    checked = aviary("verify", input=archive)
+    assert checked.returncode == 1, checked.stderr.decode()
+    assert ("problem: layout: single-user/pdfs/a.pdf: a member of aviarytools' own before metadata.json, which must"
+            " then be the first member") in checked.stderr.decode()
+
+
 def test_a_tar_without_any_metadata_is_refused_after_the_last_member(tmp_path):
     members = members_of(old_aviary_archive()[0])
     buffer = io.BytesIO()

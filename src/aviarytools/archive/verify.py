@@ -1,8 +1,9 @@
 """verify: check an archive in one streaming pass.
 
 Every check is the archive walk's own (walk.py): structure and truncation,
-metadata well formed and first (last, in an archive of Aviary v1.4.0 to v1.5.3), every table a JSON array of objects without
-a key twice, checksums, metadata totals against content, and references
+metadata well formed and first (last, in an archive of Aviary v1.4.0 to
+v1.5.3), every table a JSON array of objects without a key twice,
+checksums, metadata totals against content, and references
 (every user a row or a document folder names is in users.json).  The same
 rules stop a restore and an extraction, so what verify rejects never
 restores.  verify adds only the age of the archive, when asked.
