@@ -256,6 +256,17 @@ def user_column(table_name: str) -> str | None:
     return USER_COLUMN.get(table_name)
 
 
+def user_references(table: Table) -> tuple[ForeignKey, ...]:
+    """Aviary's references from `table` (as a database has it) to users.  pack holds each
+    against the snapshot's users: a row whose cascading reference names no user is left
+    out (Aviary's cascade would have deleted it, and verify refuses it), a reference that
+    does not cascade (system_settings.updated_by) is packed as null, as Aviary's own
+    restore sets it."""
+    model = BY_NAME.get(table.name)
+    return tuple(fk for fk in (model.foreign_keys if model else ())
+                 if fk.parent == "users" and len(fk.columns) == 1 and table.has_column(fk.columns[0]))
+
+
 def dependency_order(names) -> list[str]:
     """`names` sorted parents first (Aviary's tables by their FKs, others last)."""
     rank = {t.name: i for i, t in enumerate(TABLES)}

@@ -53,6 +53,7 @@ class PackSummary:
     bytes_written: int = 0
     vanished: list[tuple[str, int]] = field(default_factory=list)  # (member, listed size)
     userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
+    orphans: list["Orphans"] = field(default_factory=list)  # rows naming no user
     pairing: bool = False  # a single-user archive holds the device pairing
     snapshot: incremental.SnapshotWriter | None = None  # pack -g: the new FILE, to commit once out is whole
     level: int | None = None
@@ -74,9 +75,39 @@ def chosen_tables(db: Database, options: PackOptions) -> list[str]:
     return sorted(names)
 
 
-def table_query(name: str, options: PackOptions) -> Query:
+def table_query(db: Database, name: str, options: PackOptions) -> Query:
+    """The rows of a table to pack: of the chosen users, redacted as asked, and held against
+    the snapshot's users (schema.user_references) so that the archive restores."""
     redact = frozenset(schema.SECRETS.get(name, ())) if options.redact else frozenset()
-    return Query(user_ids=options.user_ids, redact=redact)
+    parents = schema.user_references(db.table(name)) if "users" in db.table_names() else ()
+    return Query(user_ids=options.user_ids, redact=redact, parents=parents)
+
+
+ORPHANS_SHOWN = 10  # rows named in pack's warning about a table's orphan rows
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """A table's rows whose reference names no user: left out (a cascading reference) or
+    packed with the reference null."""
+
+    table: str
+    column: str
+    left_out: bool
+    shown: list[str]  # the first rows, by primary key
+    total: int
+
+
+def find_orphans(db: Database, name: str, query: Query) -> list[Orphans]:
+    table = db.table(name)
+    found = []
+    for fk in query.parents:
+        rows, total = db.orphans(table, fk, ORPHANS_SHOWN, query.user_ids)
+        if total:
+            shown = [", ".join(f"{k}={v}" for k, v in zip(table.primary_key, row)) or f"{fk.columns[0]}={row[-1]}"
+                     for row in rows]
+            found.append(Orphans(name, fk.columns[0], fk.on_delete_cascade, shown, total))
+    return found
 
 
 def array_chunks(lines: Iterable[bytes], piece: int = 1 << 18) -> Iterator[bytes]:
@@ -212,7 +243,8 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             ids = db.user_ids(options.user_ids) if db is not None else layout.canonical_ids(options.user_ids)
             options = replace(options, user_ids=ids)
         names = chosen_tables(db, options) if db is not None else []
-        queries = {n: table_query(n, options) for n in names}
+        queries = {n: table_query(db, n, options) for n in names}
+        summary.orphans = [found for n in names for found in find_orphans(db, n, queries[n])]
         measured = {n: measure_table(db, n, queries[n]) for n in names}
         users = snapshot_users(db) if names else None
         files = Listing()

@@ -95,12 +95,23 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         info(f"{snapshot}: the state of level {summary.level}")
     for key in summary.vanished_keys:
         warn(f"{key}: deleted while packing: left out of the incremental and of {snapshot}")
+    for found in summary.orphans:
+        warn(_orphans_line(found))
     for user_id, count in sorted(summary.userless.items()):
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
     for member, _ in summary.vanished:
         warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
     info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents, "
          f"{summary.bytes_written} bytes")
+
+
+def _orphans_line(found) -> str:
+    """One warning for a table's rows that name no user (archive.pack.Orphans)."""
+    rows = f"{found.total} row{'s' if found.total != 1 else ''}"
+    done = "left out" if found.left_out else f"packed with {found.column} null"
+    more = f", and {found.total - len(found.shown)} more" if found.total > len(found.shown) else ""
+    return (f"database/{found.table}.json: {rows} whose {found.column} names no user: {done}"
+            f" ({'; '.join(found.shown)}{more}; `aviary doctor` lists them)")
 
 
 def _refuse_with_single_user(given: dict) -> None:
