@@ -119,3 +119,60 @@ def test_many_orphans_are_named_ten_and_counted(lite):
     (line,) = stderr_lines(result)
     assert line.startswith("aviary pack: warning: database/documents.json: 25 rows whose user_id names no user:")
     assert line.count("id=55555555") == 10 and line.endswith(", and 15 more; `aviary doctor` lists them)")
+
+
+# --- a storage root that cannot be Aviary's -------------------------------------------------------
+
+
+def test_the_users_folder_given_as_the_root_fails_naming_the_folder_above(lite, tmp_path):
+    url, data, _ = lite
+    out = tmp_path / "backup.tar"
+    result = aviary("pack", "--db", url, "--storage", data / "users", "-o", out)
+    assert result.returncode == 1
+    assert stderr_lines(result) == [
+        f"aviary pack: {data}/users: holds folders named by user ids (<user id>/pdfs/...) but no users/:"
+        f" this is Aviary's users folder itself; give the root above it (--storage {data})"]
+    assert not out.exists() and os.listdir(tmp_path) == ["data"]
+
+
+def test_an_empty_storage_fails_while_the_database_has_documents_unless_allowed(lite, tmp_path):
+    url, data, tables = lite
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = aviary("pack", "--db", url, "--storage", empty, "-o", tmp_path / "backup.tar")
+    assert result.returncode == 1
+    assert stderr_lines(result) == [
+        f"aviary pack: {empty}: holds nothing, while the database has {len(tables['documents'])} documents"
+        f" rows of 3 users: not Aviary's storage root? Expected users/<user id>/pdfs/... there (Aviary's"
+        " DATA_DIR, or the root of its bucket); --allow-empty-storage packs it without documents"]
+    assert not (tmp_path / "backup.tar").exists()
+    # A folder with something else in it, and a single-user installation's, are named as such.
+    (empty / "notes.txt").write_text("x")
+    assert "holds no document under users/<user id>/pdfs/, while" in \
+        aviary("pack", "--db", url, "--storage", empty, "-o", os.devnull).stderr.decode()
+    (empty / "pdfs").mkdir()
+    (empty / "pdfs" / "a.pdf").write_text("x")
+    assert "holds pdfs/ but no users/ (a single-user installation? see pack --single-user)" in \
+        aviary("pack", "--db", url, "--storage", empty, "-o", os.devnull).stderr.decode()
+    # Said on purpose: packed, and it restores (the documents rows without their files).
+    allowed = aviary("pack", "--db", url, "--storage", empty, "--allow-empty-storage")
+    assert allowed.returncode == 0, allowed.stderr
+    assert aviary("verify", "-", input=allowed.stdout).returncode == 0
+
+
+def test_a_fresh_installation_with_no_documents_packs(tmp_path):
+    data = tmp_path / "data"
+    url = str(data / "aviary.db")
+    installation(url, data, docs_per_user=0)
+    result = aviary("pack", "--db", url, "--storage", data)
+    assert result.returncode == 0, result.stderr
+    assert aviary("verify", "-", input=result.stdout).returncode == 0
+
+
+def test_a_bucket_prefix_one_level_too_deep_fails(pg_url, s3_server, s3_bucket):
+    installation(pg_url, bucket_storage(s3_server, s3_bucket))
+    result = aviary("pack", "--db", pg_url, "--storage", f"s3://{s3_bucket}/users", "--s3-endpoint",
+                    s3_server.endpoint, "--s3-path-style", "-o", os.devnull, env=s3_env(s3_server))
+    assert result.returncode == 1
+    assert stderr_lines(result)[-1].endswith(
+        f"this is Aviary's users folder itself; give the root above it (--storage s3://{s3_bucket})")

@@ -19,11 +19,11 @@ from typing import BinaryIO, Iterable, Iterator
 from .. import __version__, declared, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject
-from ..query import Query
+from ..query import Query, quote_ident
 from ..storage import Listing, ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
-from . import incremental, layout
+from . import incremental, layout, root
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class PackOptions:
     include_files: bool = True
     redact: bool = False
     incremental: Incremental | None = None
+    allow_empty_storage: bool = False  # no documents while the database has rows of them: pack all the same
 
 
 @dataclass
@@ -79,8 +80,12 @@ def table_query(db: Database, name: str, options: PackOptions) -> Query:
     """The rows of a table to pack: of the chosen users, redacted as asked, and held against
     the snapshot's users (schema.user_references) so that the archive restores."""
     redact = frozenset(schema.SECRETS.get(name, ())) if options.redact else frozenset()
-    parents = schema.user_references(db.table(name)) if "users" in db.table_names() else ()
-    return Query(user_ids=options.user_ids, redact=redact, parents=parents)
+    return Query(user_ids=options.user_ids, redact=redact, parents=held_references(db, db.table(name)))
+
+
+def held_references(db: Database, table) -> tuple:
+    """The references of `table` that a pack holds against the snapshot's users."""
+    return schema.user_references(table) if "users" in db.table_names() else ()
 
 
 ORPHANS_SHOWN = 10  # rows named in pack's warning about a table's orphan rows
@@ -153,6 +158,17 @@ def list_documents(storage: Storage, user_ids: tuple[str, ...] | None,
             else:
                 userless[owner[0]] = userless.get(owner[0], 0) + 1
     return found, userless
+
+
+def document_rows(db: Database, options: PackOptions) -> tuple[int, int]:
+    """(documents rows, users they belong to) of the chosen users, in the snapshot: what
+    the storage must hold documents of."""
+    if "documents" not in db.table_names() or not db.table("documents").has_column("user_id"):
+        return 0, 0
+    table = db.table("documents")
+    query = Query(user_ids=options.user_ids, parents=held_references(db, table))
+    counts = db.execute(f"SELECT count(*), count(DISTINCT {quote_ident('user_id')}){db.from_where_sql(table, query)}")
+    return counts[0][0], counts[0][1]
 
 
 def snapshot_users(db: Database) -> list[str] | None:
@@ -251,6 +267,9 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
         if options.include_files and storage:
             files, summary.userless = list_documents(storage, options.user_ids,
                                                      set(users) if users is not None else None)
+        if options.include_files and storage and not options.allow_empty_storage:
+            root.check_root(storage, len(files) + sum(summary.userless.values()),
+                            *document_rows(db, options) if db is not None else (0, 0))
         summary.table_rows = {n: rows for n, (rows, _) in measured.items()}
         plan = None
         if options.incremental is not None:

@@ -28,6 +28,9 @@ DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, what
 @table_options
 @click.option("--no-db", is_flag=True, help="Leave the database out.")
 @click.option("--no-files", is_flag=True, help="Leave the documents out.")
+@click.option("--allow-empty-storage", is_flag=True,
+              help="Pack a storage with no documents although the database has documents rows"
+              " (else a storage root that cannot be Aviary's fails the pack).")
 @click.option("--redact", is_flag=True,
               help="An export without secrets: no password hashes, rmapi_config, key or token hashes, reset tokens.")
 @click.option("--single-user", is_flag=True,
@@ -42,8 +45,8 @@ DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, what
 @click.option("--checksum", is_flag=True,
               help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
-def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, redact, single_user,
-            rmapi_conf, snapshot, level, checksum, progress, **storage):
+def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, allow_empty_storage, redact,
+            single_user, rmapi_conf, snapshot, level, checksum, progress, **storage):
     """Write the database and the documents as one tar stream.
 
     The layout is Aviary's own (metadata.json first, database/<table>.json,
@@ -67,12 +70,13 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         raise click.UsageError("-g FILE makes an incremental of the documents: not with --no-files or --single-user")
     if single_user:
         _refuse_with_single_user({"--db": db_url, "--user": users, "--tables": tables,
-                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files})
+                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
+                                  "--allow-empty-storage": allow_empty_storage})
         _pack_single_user(output, compress, redact, rmapi_conf, progress, storage)
         return
     options = PackOptions(tuple(users) if users else None, table_names(tables, "--tables"),
                           table_names(exclude_tables, "--exclude-tables"), not no_files, redact,
-                          Incremental(snapshot, level == 0, checksum) if snapshot else None)
+                          Incremental(snapshot, level == 0, checksum) if snapshot else None, allow_empty_storage)
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     summary = None
