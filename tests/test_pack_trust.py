@@ -2,14 +2,18 @@
 Aviary's, and documents that cannot be packed are each dealt with and said, never passed over
 (SQLite + a folder, PostgreSQL + SeaweedFS S3)."""
 
+import io
+import json
 import os
 import sqlite3
 import subprocess
+import tarfile
 
 import psycopg
 import pytest
 
-from archive_helpers import bucket_storage, dump_tables, installation, s3_args, s3_env
+from archive_helpers import bucket_storage, dump_tables, installation, pack_here, s3_args, s3_env
+from aviarytools.storage import open_storage
 from helpers import aviary
 
 GONE = "22222222-2222-4222-8222-222222222222"  # a user deleted while foreign keys were off
@@ -176,3 +180,46 @@ def test_a_bucket_prefix_one_level_too_deep_fails(pg_url, s3_server, s3_bucket):
     assert result.returncode == 1
     assert stderr_lines(result)[-1].endswith(
         f"this is Aviary's users folder itself; give the root above it (--storage s3://{s3_bucket})")
+
+
+# --- documents that cannot be packed -------------------------------------------------------------
+
+
+def test_a_linked_document_and_a_fifo_are_left_out_with_a_warning_each(lite):
+    url, data, tables = lite
+    folder = data / "users" / tables["users"][0]["id"] / "pdfs"
+    (folder / "linked.pdf").symlink_to(data / "aviary.db")
+    os.mkfifo(folder / "pipe.pdf")
+    result = aviary("pack", "--db", url, "--storage", data)
+    assert result.returncode == 0, result.stderr
+    key = f"users/{tables['users'][0]['id']}/pdfs/"
+    assert stderr_lines(result) == [
+        f"aviary pack: warning: {key}linked.pdf: a symbolic link (to {data / 'aviary.db'}), not a regular file:"
+        " left out",
+        f"aviary pack: warning: {key}pipe.pdf: a fifo, not a regular file: left out"]
+    assert aviary("verify", "-", input=result.stdout).returncode == 0
+
+
+def test_a_document_that_cannot_be_read_is_left_out_listed_and_counted(lite):
+    url, data, tables = lite
+    key = f"users/{tables['users'][1]['id']}/pdfs/doc-0 ñ.pdf"
+    storage = open_storage(str(data))
+    if os.geteuid() == 0:  # root reads any file whatever its mode: it becomes a link after the listing
+        class Swapping(type(storage)):
+            def list(self, prefix=""):
+                yield from super().list(prefix)
+                (data / key).unlink()
+                (data / key).symlink_to(data / "aviary.db")
+        storage.__class__ = Swapping
+    else:
+        (data / key).chmod(0)
+    summary, archive = pack_here(url, storage)
+    assert [(member, why.split(": ")[-1]) for member, _, why in summary.unreadable] == [
+        (f"filesystem/documents/{key.split('/', 1)[1].replace('pdfs/', '')}",
+         "a symbolic link now" if os.geteuid() == 0 else "Permission denied")]
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        record = json.loads(tar.extractfile("vanished.ndjson").read())
+    assert record["member"] == summary.unreadable[0][0] and record["why"] == summary.unreadable[0][2]
+    assert summary.documents == len(tables["documents"]) - 1
+    result = aviary("verify", "-", input=archive)  # the totals still add up
+    assert result.returncode == 0, result.stderr

@@ -72,10 +72,12 @@ def storage_key(user_id: str, path: str) -> str:
     return f"{STORAGE_USERS}{user_id}/pdfs/{path}"
 
 
-def vanished_lines(vanished: list[tuple[str, int]]) -> bytes:
-    """The vanished.ndjson member: one {"member", "size"} line per document that
-    was listed (and counted in metadata.json) but deleted before it was read."""
-    return b"".join(json.dumps({"member": m, "size": s}).encode() + b"\n" for m, s in vanished)
+def vanished_lines(vanished: list[tuple]) -> bytes:
+    """The vanished.ndjson member: one {"member", "size"} line per document that was listed
+    (and counted in metadata.json) but deleted before it was read, and with "why" (the error)
+    per document that could not be read (no permission)."""
+    return b"".join(json.dumps({"member": m, "size": s, **({"why": why[0]} if why else {})}).encode() + b"\n"
+                    for m, s, *why in vanished)
 
 
 def document_of_key(key: str) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from .. import __version__, declared, schema
 from ..db import Database
-from ..errors import AviaryError, MissingObject
+from ..errors import AviaryError, MissingObject, UnreadableObject
 from ..query import Query, quote_ident
 from ..storage import Listing, ObjectInfo, Storage
 from ..tar import TarWriter
@@ -53,6 +53,8 @@ class PackSummary:
     document_bytes: int = 0
     bytes_written: int = 0
     vanished: list[tuple[str, int]] = field(default_factory=list)  # (member, listed size)
+    unreadable: list[tuple[str, int, str]] = field(default_factory=list)  # (member, listed size, why)
+    passed_over: list = field(default_factory=list)  # storage.Irregular: documents that are links, devices
     userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
     orphans: list["Orphans"] = field(default_factory=list)  # rows naming no user
     pairing: bool = False  # a single-user archive holds the device pairing
@@ -267,6 +269,8 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
         if options.include_files and storage:
             files, summary.userless = list_documents(storage, options.user_ids,
                                                      set(users) if users is not None else None)
+            summary.passed_over = [entry for entry in storage.passed_over()
+                                   if layout.document_of_key(entry.key) is not None]
         if options.include_files and storage and not options.allow_empty_storage:
             root.check_root(storage, len(files) + sum(summary.userless.values()),
                             *document_rows(db, options) if db is not None else (0, 0))
@@ -341,6 +345,7 @@ def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: Bi
     files = Listing()
     for info in storage.list(prefix):
         files.add(info)
+    summary.passed_over = [entry for entry in storage.passed_over() if entry.key.startswith(prefix)]
     pairing_text = _pairing(pairing) if pairing and not redact else None
     if progress is not None:
         progress.expect(expected_size([], files))
@@ -401,12 +406,17 @@ def _pairing(path: str) -> bytes | None:
 def _write_documents(writer: TarWriter, dirs: "_Dirs", storage: Storage | None, files: Listing,
                      member_of, summary: PackSummary, record=None) -> None:
     """Each listed document as the member `member_of(key)` names, in the listing's order;
-    one deleted since the listing is left out and noted in `summary.vanished`.  `record`
-    (pack -g, a level 0) is given each document's snapshot entry."""
+    one deleted since the listing is left out and noted in `summary.vanished`, one that cannot
+    be read (no permission) in `summary.unreadable`.  `record` (pack -g, a level 0) is given
+    each document's snapshot entry."""
     for info, chunks, hasher in storage.read_ahead(files) if storage is not None and files else ():
         member = member_of(info.key)
         dirs.before(member)
-        content = _still_there(_changed_check(storage, info, chunks))
+        try:
+            content = _still_there(_changed_check(storage, info, chunks))
+        except UnreadableObject as e:
+            summary.unreadable.append((member, info.size, str(e)))
+            continue
         if content is None:
             summary.vanished.append((member, info.size))
             continue
@@ -418,8 +428,8 @@ def _write_documents(writer: TarWriter, dirs: "_Dirs", storage: Storage | None, 
 
 
 def _finish(writer: TarWriter, summary: PackSummary, mtime: float) -> None:
-    if summary.vanished:
-        writer.add_bytes(layout.VANISHED, layout.vanished_lines(summary.vanished), mtime)
+    if summary.vanished or summary.unreadable:
+        writer.add_bytes(layout.VANISHED, layout.vanished_lines(summary.vanished + summary.unreadable), mtime)
     writer.write_checksums(mtime=mtime)
     writer.close()
     summary.bytes_written = writer.bytes_written

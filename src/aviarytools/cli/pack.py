@@ -103,10 +103,24 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         warn(_orphans_line(found))
     for user_id, count in sorted(summary.userless.items()):
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
+    _left_out(summary)
+    info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents{_left_out_count(summary)}, "
+         f"{summary.bytes_written} bytes")
+
+
+def _left_out(summary) -> None:
+    """A warning for each document left out: deleted while packing, unreadable, not a file."""
     for member, _ in summary.vanished:
         warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
-    info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents, "
-         f"{summary.bytes_written} bytes")
+    for member, _, why in summary.unreadable:
+        warn(f"{why}: left out (listed in vanished.ndjson)")
+    for entry in summary.passed_over:
+        warn(f"{entry.key}: {entry.what}: left out")
+
+
+def _left_out_count(summary) -> str:
+    count = len(summary.vanished) + len(summary.unreadable) + len(summary.passed_over)
+    return f" ({count} left out)" if count else ""
 
 
 def _orphans_line(found) -> str:
@@ -144,9 +158,8 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -
         meter.done()
     if not summary.pairing:
         warn(f"{rmapi_conf}: " + ("left out (--redact)" if redact else "no device pairing there: none packed"))
-    for member, _ in summary.vanished:
-        warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
-    info(f"single-user: {summary.documents} documents, {summary.bytes_written} bytes")
+    _left_out(summary)
+    info(f"single-user: {summary.documents} documents{_left_out_count(summary)}, {summary.bytes_written} bytes")
 
 
 class _output:
