@@ -41,11 +41,22 @@ CARRIED_PREFIX = "incremental/documents/"  # an incremental's documents: not fil
 BY_USERNAME = "by-username/"  # unpack -C --by-username: documents under their user's name
 MAX_CONFIG_BYTES = 1 << 20  # an rmapi.conf (a device pairing) larger than this is not one
 
+# Aviary v1.9.0's download links (EXPERIMENTAL_DOWNLOAD_LINK) keep transient copies under
+# downloads/<64-hex token>/ in a single-user installation's documents folder: not documents.
+_DOWNLOAD_COPY = re.compile(r"downloads/[0-9a-f]{64}/.+", re.DOTALL)
+DOWNLOADS = "downloads/"
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def is_uuid(text: str) -> bool:
     return bool(_UUID.fullmatch(text))
+
+
+def is_download_copy(path: str) -> bool:
+    """Whether a path under a single-user installation's documents root is a download link's
+    transient copy (downloads/<64-hex token>/<file>), which Aviary removes on its own."""
+    return bool(_DOWNLOAD_COPY.fullmatch(path))
 
 
 def ours(metadata: dict) -> dict:

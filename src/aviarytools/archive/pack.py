@@ -58,6 +58,7 @@ class PackSummary:
     userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
     orphans: list["Orphans"] = field(default_factory=list)  # rows naming no user
     pairing: bool = False  # a single-user archive holds the device pairing
+    download_copies: int = 0  # a single-user pack: download links' copies left out (downloads/<token>/)
     snapshot: incremental.SnapshotWriter | None = None  # pack -g: the new FILE, to commit once out is whole
     level: int | None = None
     vanished_keys: list[str] = field(default_factory=list)  # pack -g: deleted before they could be hashed
@@ -344,6 +345,9 @@ def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: Bi
     summary = PackSummary()
     files = Listing()
     for info in storage.list(prefix):
+        if layout.is_download_copy(info.key[len(prefix):]):
+            summary.download_copies += 1
+            continue
         files.add(info)
     summary.passed_over = [entry for entry in storage.passed_over() if entry.key.startswith(prefix)]
     pairing_text = _pairing(pairing) if pairing and not redact else None

@@ -153,6 +153,9 @@ class Restore(Consumer):
     def on_single_document(self, item: Item) -> None:
         if self.storage is None or not self.options.include_files:
             return
+        if layout.is_download_copy(item.entry.path):  # packed by an older aviarytools: not a document
+            self.adopted.download_copies += 1
+            return
         key = layout.storage_key(self.adopter, item.entry.path)
         staged = self._stage(key, item)
         if key in self.adopted.existing:  # the user has a document there: the same, or refused
@@ -317,6 +320,9 @@ class Restore(Consumer):
         """A single-user archive into its user: the pairing where the user has none (as
         Aviary's own move to multi-user does), and no document of theirs replaced by a
         different one."""
+        if self.adopted.download_copies:
+            self.warn(f"{layout.SINGLE_USER_DOCUMENTS}{layout.DOWNLOADS}: {self.adopted.download_copies} file(s) of"
+                      " Aviary's download links (downloads/<token>/, transient copies, not documents): not adopted")
         for staged, key, size, digest in self.adopted.overlapping:
             live = xxhash.xxh3_128()
             if self.adopted.existing[key] == size:
@@ -466,3 +472,4 @@ class Adoption:
     overlap: tuple[str | None, str, int] | None = None  # the member being read, if it is one
     unchanged: HashSet = field(default_factory=HashSet)  # staged keys whose document is there already
     pairing: str | None = None
+    download_copies: int = 0  # single-user/pdfs/downloads/<token>/ files: not adopted

@@ -16,7 +16,13 @@ from .common import closing, db_option, info, warn, open_db, open_storage, progr
     storage_options, table_names, table_options, user_option, widen_pipe
 
 
-DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, whatever its storage
+# Single-user Aviary's device pairing, whatever its storage: rmapi's file in the home of the
+# user Aviary runs as (/root for the official image), read at run time from $HOME.
+PAIRING_IN_HOME = ".config/rmapi/rmapi.conf"
+
+
+def _default_pairing() -> str:
+    return os.path.join(os.path.expanduser("~"), PAIRING_IN_HOME)
 
 
 @click.command("pack")
@@ -35,7 +41,7 @@ DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, what
               help="An export without secrets: no password hashes, rmapi_config, key or token hashes, reset tokens.")
 @click.option("--single-user", is_flag=True,
               help="A single-user installation: every file under pdfs/ (or $PDF_DIR) and the device pairing; no database.")
-@click.option("--rmapi-conf", metavar="FILE", default=DEFAULT_PAIRING, show_default=True,
+@click.option("--rmapi-conf", metavar="FILE", default=_default_pairing, show_default=f"$HOME/{PAIRING_IN_HOME}",
               help="With --single-user: the device pairing to pack (absent is fine).")
 @click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
               help="Incremental: only the documents changed since the state FILE records (a full archive,"
@@ -140,13 +146,13 @@ def _refuse_with_single_user(given: dict) -> None:
 
 def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:
     from ..archive.pack import pack_single_user
-    from ..archive.layout import SINGLE_USER_STORAGE
+    from ..archive import layout
     from ..storage import FilesystemStorage
 
     if storage.get("storage_url") is None and os.environ.get("PDF_DIR"):  # Aviary's own folder setting
         documents, prefix = FilesystemStorage(os.environ["PDF_DIR"]), ""
     else:
-        documents, prefix = open_storage(**storage), SINGLE_USER_STORAGE
+        documents, prefix = open_storage(**storage), layout.SINGLE_USER_STORAGE
     with _output(output) as out, documents:
         meter = Progress("pack", progress)
         stream = gzip_output(out) if compress else None
@@ -156,6 +162,9 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -
         if stream:
             stream.close()
         meter.done()
+    if summary.download_copies:
+        warn(f"{documents.url}/{prefix}{layout.DOWNLOADS}: {summary.download_copies} file(s) of Aviary's download"
+             " links (downloads/<token>/, transient copies, not documents): left out")
     if not summary.pairing:
         warn(f"{rmapi_conf}: " + ("left out (--redact)" if redact else "no device pairing there: none packed"))
     _left_out(summary)
