@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from archive_helpers import installation, objects
+from archive_helpers import bucket_storage, installation, objects
 from helpers import aviary
 
 TOKEN = "0123456789abcdef" * 4  # a download link's token: 64 hex digits
@@ -93,3 +93,51 @@ def test_adopt_leaves_out_download_copies_an_older_pack_took(single, tmp_path):
     adopted = {key.split("/pdfs/", 1)[1] for key in objects(files) if "/pdfs/" in key}
     assert "a.pdf" in adopted and "downloads/my own folder/c.pdf" in adopted
     assert not any(path.startswith(f"downloads/{TOKEN}/") for path in adopted)
+
+
+# --- <NAME>_FILE -------------------------------------------------------------------------------
+
+
+def test_every_aviary_variable_also_works_as_name_file(tmp_path, pg_server, pg_url, s3_server, s3_bucket):
+    """A Docker-secrets deployment: the password, the S3 keys and the settings in files."""
+    storage = bucket_storage(s3_server, s3_bucket)
+    installation(pg_url, storage, users=1)
+    values = {"DB_TYPE": "postgres", "DB_HOST": "127.0.0.1", "DB_PORT": str(pg_server.port),
+              "DB_USER": pg_server.user, "DB_PASSWORD": pg_server.password, "DB_NAME": pg_url.rsplit("/", 1)[1],
+              "STORAGE_BACKEND": "s3", "S3_BUCKET": s3_bucket, "S3_ENDPOINT": s3_server.endpoint,
+              "S3_FORCE_PATH_STYLE": "true", "S3_ACCESS_KEY_ID": s3_server.access_key,
+              "S3_SECRET_ACCESS_KEY": s3_server.secret_key}
+    env = {}
+    for name, value in values.items():
+        (tmp_path / name).write_text(f"{value}\n")  # as `echo value > secret` writes it: trimmed
+        env[f"{name}_FILE"] = str(tmp_path / name)
+    result = aviary("pack", env=env)
+    assert result.returncode == 0, result.stderr
+    assert aviary("verify", "-", input=result.stdout).returncode == 0
+    assert sum(1 for name, body in members(result.stdout).items()
+               if name.startswith("filesystem/documents/") and body is not None) == 3
+    # The variable itself, when set and not empty, wins over its file (as in Aviary).
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password")
+    assert aviary("pack", "-o", tmp_path / "b.tar", env={**env, "DB_PASSWORD": pg_server.password,
+                                                         "DB_PASSWORD_FILE": str(wrong)}).returncode == 0
+    # A file that cannot be read is said, naming the variable; the secret never shows.
+    failed = aviary("pack", "-o", tmp_path / "c.tar", env={**env, "S3_SECRET_ACCESS_KEY_FILE": str(tmp_path / "nope")})
+    assert failed.returncode == 1
+    assert stderr_lines(failed) == [
+        f"aviary pack: S3_SECRET_ACCESS_KEY_FILE={tmp_path / 'nope'}: No such file or directory:"
+        " give a readable file holding the value"]
+
+
+def test_pdf_dir_and_data_dir_as_files(tmp_path):
+    data = tmp_path / "data"
+    installation(str(data / "aviary.db"), data, users=1)
+    (tmp_path / "data_dir").write_text(f"  {data}\n")
+    assert aviary("tables", env={"DATA_DIR_FILE": str(tmp_path / "data_dir")}).returncode == 0
+    (data / "single" / "a.pdf").parent.mkdir()
+    (data / "single" / "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "pdf_dir").write_text(f"{data / 'single'}\n")
+    packed = aviary("pack", "--single-user", "--rmapi-conf", tmp_path / "none",
+                    env={"PDF_DIR_FILE": str(tmp_path / "pdf_dir")})
+    assert packed.returncode == 0, packed.stderr
+    assert members(packed.stdout)["single-user/pdfs/a.pdf"] == b"%PDF"

@@ -147,10 +147,12 @@ def _refuse_with_single_user(given: dict) -> None:
 def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:
     from ..archive.pack import pack_single_user
     from ..archive import layout
+    from ..config import aviary_environment
     from ..storage import FilesystemStorage
 
-    if storage.get("storage_url") is None and os.environ.get("PDF_DIR"):  # Aviary's own folder setting
-        documents, prefix = FilesystemStorage(os.environ["PDF_DIR"]), ""
+    pdf_dir = aviary_environment().get("PDF_DIR")  # Aviary's own folder setting
+    if storage.get("storage_url") is None and pdf_dir:
+        documents, prefix = FilesystemStorage(pdf_dir), ""
     else:
         documents, prefix = open_storage(**storage), layout.SINGLE_USER_STORAGE
     with _output(output) as out, documents:
