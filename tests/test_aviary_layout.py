@@ -4,11 +4,16 @@ facts the notes changed (the migrations table, uuid folder names, `._*` members,
 users.o_id_c_subject, SQLite's time formats)."""
 
 import io
+import json
+import sqlite3
 import tarfile
 
 import pytest
+import xxhash
 
-from archive_helpers import bucket_storage, installation, objects
+from archive_helpers import (as_aviary_rows, aviary_tar, bucket_storage, dump_tables, go_json, installation,
+                             objects)
+from aviarytools import sample
 from helpers import aviary
 
 TOKEN = "0123456789abcdef" * 4  # a download link's token: 64 hex digits
@@ -141,3 +146,92 @@ def test_pdf_dir_and_data_dir_as_files(tmp_path):
                     env={"PDF_DIR_FILE": str(tmp_path / "pdf_dir")})
     assert packed.returncode == 0, packed.stderr
     assert members(packed.stdout)["single-user/pdfs/a.pdf"] == b"%PDF"
+
+
+# --- the other facts the notes changed -----------------------------------------------------------
+
+
+def archive_of(files: dict[str, bytes], users: list[dict], documents: int) -> bytes:
+    """An archive as Aviary v1.9.0 writes it, holding `files` and these users."""
+    metadata = {"aviary_version": "v1.9.0", "git_commit": "unknown", "export_timestamp": "2026-05-20T10:11:12Z",
+                "database_type": "sqlite", "users_exported": [u["id"] for u in users],
+                "total_documents": documents, "total_size_bytes": sum(len(b) for n, b in files.items()
+                                                                      if n.startswith("filesystem/documents/")),
+                "exported_tables": ["users"], "total_users": len(users), "total_api_keys": 0}
+    return aviary_tar(metadata, {"database/users.json": go_json(as_aviary_rows(users)), **files})
+
+
+def test_user_folders_in_every_form_gos_parser_takes_restore_to_their_user(tmp_path):
+    users = sample.sample_rows(users=1, docs_per_user=0)["users"]
+    user = users[0]["id"]
+    forms = [user, user.upper(), user.replace("-", ""), "{" + user + "}", "URN:UUID:" + user]
+    files = {f"filesystem/documents/{form}/d{n}.pdf": f"document {n}".encode() for n, form in enumerate(forms)}
+    archive = archive_of(files, users, len(forms))
+    checked = aviary("verify", "-", input=archive)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.decode().count(f"not the canonical form of user id {user}") == 4
+    result = aviary("unpack", "--db", tmp_path / "aviary.db", "--storage", tmp_path, "--create-schema", "-",
+                    input=archive)
+    assert result.returncode == 0, result.stderr
+    assert {key: body for key, body in objects(tmp_path).items() if key.startswith("users/")} == {
+        f"users/{user}/pdfs/d{n}.pdf": xxhash.xxh3_128_hexdigest(f"document {n}".encode()) for n in range(len(forms))}
+
+
+def test_the_legacy_o_id_c_subject_column_restores_where_it_can_and_is_dropped_where_it_cannot(tmp_path):
+    data = tmp_path / "v140"
+    url = str(data / "aviary.db")
+    installation(url, data, users=2)
+    with sqlite3.connect(url) as conn:  # a database first created by Aviary v1.4.0
+        conn.execute("ALTER TABLE users ADD COLUMN o_id_c_subject text")
+        conn.execute("CREATE UNIQUE INDEX idx_users_o_id_c_subject ON users (o_id_c_subject)")
+        conn.execute("UPDATE users SET o_id_c_subject = 'sub-' || username")
+    archive = aviary("pack", "--db", url, "--storage", data)
+    assert archive.returncode == 0, archive.stderr
+    # Into a copy of itself (--create-schema from the archive): the column and its values come back.
+    copy = tmp_path / "copy"
+    assert aviary("unpack", "--db", copy / "aviary.db", "--storage", copy, "--create-schema", "-",
+                  input=archive.stdout).returncode == 0
+    assert dump_tables(str(copy / "aviary.db"))["users"] == dump_tables(url)["users"]
+    # Into a database Aviary made since v1.4.1: nothing Aviary reads is lost, so no refusal.
+    newer = tmp_path / "newer"
+    aviary("init-schema", "--db", newer / "aviary.db")
+    result = aviary("unpack", "--db", newer / "aviary.db", "--storage", newer, "-", input=archive.stdout)
+    assert result.returncode == 0, result.stderr
+    assert stderr_lines(result) == [
+        "aviary unpack: warning: users.o_id_c_subject: the target table has no such column: 2 value(s) dropped:"
+        " Aviary v1.4.0's name for oidc_subject (renamed in v1.4.1), never read since"]
+
+
+def test_the_migrations_table_is_neither_packed_nor_touched_by_a_restore(tmp_path):
+    data = tmp_path / "data"
+    url = str(data / "aviary.db")
+    installation(url, data, users=1)
+    done = [("SCHEMA_INIT",), ("202504300001_add_contrast_setting_to_users",)]
+    with sqlite3.connect(url) as conn:  # gormigrate's table
+        conn.execute("CREATE TABLE migrations (id varchar(255) PRIMARY KEY)")
+        conn.executemany("INSERT INTO migrations VALUES (?)", done)
+    archive = aviary("pack", "--db", url, "--storage", data)
+    assert archive.returncode == 0, archive.stderr
+    assert not any("migrations" in name for name in members(archive.stdout))
+    with sqlite3.connect(url) as conn:
+        conn.execute("DELETE FROM migrations WHERE id = 'SCHEMA_INIT'")
+    assert aviary("unpack", "--db", url, "--storage", data, "-", input=archive.stdout).returncode == 0
+    with sqlite3.connect(url) as conn:
+        assert conn.execute("SELECT id FROM migrations").fetchall() == done[1:]
+
+
+def test_sqlite_time_text_in_every_form_aviary_and_sqlite_write(tmp_path):
+    data = tmp_path / "data"
+    url = str(data / "aviary.db")
+    installation(url, data, users=1)
+    stored = {"2025-07-27 10:11:12": "2025-07-27T10:11:12Z",  # CURRENT_TIMESTAMP: UTC, no offset
+              "2025-07-27 10:11:12.5+02:00": "2025-07-27T08:11:12.5Z",  # Go's driver: the server's zone
+              "2025-07-27 10:11:12.123456789-07:00": "2025-07-27T17:11:12.123456789Z",
+              "0001-01-01 00:00:00+00:00": "0001-01-01T00:00:00Z"}  # a time.Time never set
+    with sqlite3.connect(url) as conn:
+        conn.executemany("INSERT INTO login_attempts (id, ip_address, attempted_at) VALUES (?, '192.0.2.9', ?)",
+                         [(f"66666666-6666-4666-8666-{n:012d}", text) for n, text in enumerate(stored)])
+    archive = aviary("pack", "--db", url, "--storage", data)
+    assert archive.returncode == 0, archive.stderr
+    rows = json.loads(members(archive.stdout)["database/login_attempts.json"])
+    assert [r["attempted_at"] for r in rows if r["id"].startswith("66666666")] == list(stored.values())

@@ -243,6 +243,13 @@ USER_COLUMN = {
     "documents": "user_id",
 }
 
+# Columns Aviary once made and never reads now: AutoMigrate drops no column, so a database
+# first created by v1.4.0 still has users.o_id_c_subject (v1.4.1 renamed it oidc_subject).
+# A restore into a table without such a column drops its values with a warning: nothing is lost.
+LEGACY_COLUMNS = {
+    ("users", "o_id_c_subject"): "Aviary v1.4.0's name for oidc_subject (renamed in v1.4.1), never read since",
+}
+
 # Columns that `pack --redact` leaves out of an export: they let someone in.
 SECRETS = {
     "users": ("password", "rmapi_config", "reset_token"),

@@ -53,6 +53,24 @@ def is_uuid(text: str) -> bool:
     return bool(_UUID.fullmatch(text))
 
 
+# The forms Go's uuid.Parse takes besides the canonical one, any case: 32 hex digits, {uuid},
+# urn:uuid:uuid.  Aviary's restore takes such a folder name under filesystem/ as a user id.
+_GO_UUID = re.compile(r"(?i:urn:uuid:)?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+                      r"|\{([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}"
+                      r"|([0-9a-fA-F]{32})")
+
+
+def user_folder_id(folder: str) -> str | None:
+    """The user id an archive's folder name stands for, canonical (lower case, dashed), as
+    Aviary's restore parses it; None if it is none."""
+    if _UUID.fullmatch(folder):
+        return folder
+    match = _GO_UUID.fullmatch(folder)
+    if match is None:
+        return None
+    return canonical_uuid(next(group for group in match.groups() if group))
+
+
 def is_download_copy(path: str) -> bool:
     """Whether a path under a single-user installation's documents root is a download link's
     transient copy (downloads/<64-hex token>/<file>), which Aviary removes on its own."""
@@ -111,8 +129,9 @@ class Entry:
 
     kind: str
     table: str | None = None
-    user_id: str | None = None
+    user_id: str | None = None  # canonical, whatever form the member's folder name has
     path: str | None = None
+    folder: str | None = None  # the member's user folder where it is not the canonical id
 
 
 def classify(name: str, member_type: str = "file") -> Entry:
@@ -140,9 +159,10 @@ def classify(name: str, member_type: str = "file") -> Entry:
     for prefix, kind in ((DOCUMENTS_PREFIX, "document"), (CONFIGS_PREFIX, "config"),
                          (CARRIED_PREFIX, "carried_document")):
         if name.startswith(prefix):
-            user_id, _, path = name[len(prefix):].partition("/")
-            if is_uuid(user_id) and path:
-                return Entry(kind, user_id=user_id, path=path)
+            folder, _, path = name[len(prefix):].partition("/")
+            user_id = user_folder_id(folder)
+            if user_id is not None and path:
+                return Entry(kind, user_id=user_id, path=path, folder=None if folder == user_id else folder)
     return Entry("unknown")
 
 

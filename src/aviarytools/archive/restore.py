@@ -271,7 +271,8 @@ class Restore(Consumer):
     def _unknown_column(self, table: str, where: str, column: str, value) -> None:
         """A key of an archived row that the target table has no column for: a value
         there would be lost, so the restore stops (unless the loss was accepted)."""
-        if value is not None and not self.options.accept_column_loss:
+        legacy = (table, column) in schema.LEGACY_COLUMNS
+        if value is not None and not self.options.accept_column_loss and not legacy:
             raise InputError(
                 f"{where}: {table}.{column} holds values, but the target table has no column {column}:"
                 f" upgrade Aviary at the target (its migrations add the column), or accept the loss"
@@ -282,6 +283,9 @@ class Restore(Consumer):
     def _report_unknown_columns(self) -> None:
         for (table, column), values in sorted(self.unknown_columns.items()):
             what = f"{values} value(s) dropped" if values else "dropped (the archive holds no value in it)"
+            legacy = schema.LEGACY_COLUMNS.get((table, column))
+            if legacy:
+                what += f": {legacy}"
             self.warn(f"{table}.{column}: the target table has no such column: {what}"
                       + (" (dry run)" if self.options.dry_run else ""))
 
