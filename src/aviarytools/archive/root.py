@@ -15,12 +15,10 @@ from . import layout
 LOOKED_AT = 10_000  # keys read to tell what an empty root holds instead
 
 
-def check_root(storage: Storage, documents: int, document_rows: int, users: int) -> None:
-    """Raise, naming the likely mistake, if `storage` cannot be the root of the installation
-    whose database has `document_rows` documents rows of `users` users, where `documents`
-    documents were found under users/ (those of users not in the database included)."""
-    if documents:
-        return
+def check_root(storage: Storage, document_rows: int, users: int) -> None:
+    """Raise, naming the likely mistake, if `storage`, where no document was found under users/,
+    cannot be the root of the installation whose database has `document_rows` documents rows
+    of `users` users."""
     holds = _what_it_holds(storage)
     if holds == "users":
         path = storage.url.split("://", 1)[-1]

@@ -176,12 +176,14 @@ class Database(ABC):
         condition = f" FROM {q(table.name)} AS c WHERE {self.orphan_sql(fk, 'c.')}"
         if user_ids is not None:
             condition += " AND " + self.user_condition(table, user_ids)
+        # Counted first: the count reads the reference's index alone, and there are
+        # seldom any (0.39 s of CPU for 100,000 documents rows in key order, 0.05 s so).
+        total = self.execute(f"SELECT count(*){condition}")[0][0]
+        if not total:
+            return [], 0
         shown = [self.text_sql("c." + q(k)) for k in key] + [self.text_sql("c." + q(fk.columns[0]))]
         order = " ORDER BY " + ", ".join(f"c.{q(k)}" for k in key) if key else ""
-        rows = self.execute(f"SELECT {', '.join(shown)}{condition}{order} LIMIT {limit + 1}")
-        if len(rows) <= limit:
-            return rows, len(rows)
-        return rows[:limit], self.execute(f"SELECT count(*){condition}")[0][0]
+        return self.execute(f"SELECT {', '.join(shown)}{condition}{order} LIMIT {limit}"), total
 
     @abstractmethod
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
