@@ -223,3 +223,19 @@ def test_a_document_that_cannot_be_read_is_left_out_listed_and_counted(lite):
     assert summary.documents == len(tables["documents"]) - 1
     result = aviary("verify", "-", input=archive)  # the totals still add up
     assert result.returncode == 0, result.stderr
+
+
+def test_documents_under_a_folder_that_is_no_user_id_are_left_out_with_a_warning(lite):
+    url, data, tables = lite
+    user = tables["users"][0]["id"]
+    for folder in (user.upper(), "not-a-uuid"):  # as Aviary's restore of a hand-made archive leaves them
+        (data / "users" / folder / "pdfs").mkdir(parents=True)
+        (data / "users" / folder / "pdfs" / "x.pdf").write_bytes(b"%PDF x")
+    result = aviary("pack", "--db", url, "--storage", data)
+    assert result.returncode == 0, result.stderr
+    assert stderr_lines(result) == [
+        f"aviary pack: warning: users/{user.upper()}/: 1 file(s) under pdfs/ of a folder that is not a user id"
+        f" as Aviary names one (user {user}, in another form): left out (Aviary shows them to no one)",
+        "aviary pack: warning: users/not-a-uuid/: 1 file(s) under pdfs/ of a folder that is not a user id"
+        " as Aviary names one: left out (Aviary shows them to no one)"]
+    assert aviary("verify", "-", input=result.stdout).returncode == 0

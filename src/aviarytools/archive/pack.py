@@ -56,6 +56,7 @@ class PackSummary:
     unreadable: list[tuple[str, int, str]] = field(default_factory=list)  # (member, listed size, why)
     passed_over: list = field(default_factory=list)  # storage.Irregular: documents that are links, devices
     userless: dict[str, int] = field(default_factory=dict)  # user id -> documents left out
+    odd_folders: dict[str, int] = field(default_factory=dict)  # users/<x>/, x no user id -> files left out
     orphans: list["Orphans"] = field(default_factory=list)  # rows naming no user
     pairing: bool = False  # a single-user archive holds the device pairing
     download_copies: int = 0  # a single-user pack: download links' copies left out (downloads/<token>/)
@@ -143,24 +144,29 @@ def measure_table(db: Database, name: str, query: Query) -> tuple[int, int]:
 
 
 def list_documents(storage: Storage, user_ids: tuple[str, ...] | None,
-                   known: set[str] | None = None) -> tuple[Listing, dict[str, int]]:
+                   known: set[str] | None = None) -> tuple[Listing, dict[str, int], dict[str, int]]:
     """Every document object (users/<uuid>/pdfs/...) of the chosen users, and of those the
-    users table of the snapshot has (`known`, unless None); and per other user how many
-    were left out.  A user created after the snapshot (or deleted long ago) would make a
-    folder no row of users.json owns: not restorable, and a broken reference for verify."""
+    users table of the snapshot has (`known`, unless None); per other user how many were
+    left out; and per folder users/<x>/ whose x is not a user id as Aviary writes one (a
+    lower-case uuid), how many files under its pdfs/ were left out.  A user created after
+    the snapshot (or deleted long ago) would make a folder no row of users.json owns: not
+    restorable, and a broken reference for verify.  A folder such as users/<UPPER-CASE
+    uuid>/ (Aviary's restore makes them from such archive folders) no user sees."""
     prefixes = ([layout.storage_key(u, "") for u in sorted(user_ids)] if user_ids is not None
                 else [layout.STORAGE_USERS])
-    found, userless = Listing(), {}
+    found, userless, odd = Listing(), {}, {}
     for prefix in prefixes:
         for info in storage.list(prefix):
             owner = layout.document_of_key(info.key)
             if owner is None:
-                continue
-            if known is None or owner[0] in known:
+                parts = info.key.split("/", 3)
+                if len(parts) == 4 and parts[2] == "pdfs" and parts[3]:
+                    odd[parts[1]] = odd.get(parts[1], 0) + 1
+            elif known is None or owner[0] in known:
                 found.add(info)
             else:
                 userless[owner[0]] = userless.get(owner[0], 0) + 1
-    return found, userless
+    return found, userless, odd
 
 
 def only_broken_references(name: str, query: Query, orphans: list[Orphans]) -> Query:
@@ -277,7 +283,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
         users = snapshot_users(db) if names else None
         files = Listing()
         if options.include_files and storage:
-            files, summary.userless = list_documents(storage, options.user_ids,
+            files, summary.userless, summary.odd_folders = list_documents(storage, options.user_ids,
                                                      set(users) if users is not None else None)
             summary.passed_over = [entry for entry in storage.passed_over()
                                    if layout.document_of_key(entry.key) is not None]

@@ -8,6 +8,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from ..archive import layout
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
@@ -107,6 +108,10 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         warn(f"{key}: deleted while packing: left out of the incremental and of {snapshot}")
     for found in summary.orphans:
         warn(_orphans_line(found))
+    for folder, count in sorted(summary.odd_folders.items()):
+        user = layout.user_folder_id(folder)
+        warn(f"users/{folder}/: {count} file(s) under pdfs/ of a folder that is not a user id as Aviary names"
+             f" one{f' (user {user}, in another form)' if user else ''}: left out (Aviary shows them to no one)")
     for user_id, count in sorted(summary.userless.items()):
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
     _left_out(summary)
@@ -146,7 +151,6 @@ def _refuse_with_single_user(given: dict) -> None:
 
 def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:
     from ..archive.pack import pack_single_user
-    from ..archive import layout
     from ..config import aviary_environment
     from ..storage import FilesystemStorage
 
