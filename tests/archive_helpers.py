@@ -84,6 +84,19 @@ def load_rows(url: str, tables: dict[str, list[dict]]) -> None:
         db.close()
 
 
+def pack_here(url: str, storage, options=None):
+    """pack in this process (a command start costs most of a second): (its summary, the archive)."""
+    from aviarytools.archive.pack import PackOptions, pack
+
+    out = io.BytesIO()
+    db = connect(url)
+    try:
+        summary = pack(db, storage, out, options or PackOptions())
+    finally:
+        db.close()
+    return summary, out.getvalue()
+
+
 # --- S3 --------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ import os
 import subprocess
 import tarfile
 
-from archive_helpers import installation, objects, state
+from archive_helpers import installation, objects, pack_here, state
 from helpers import AVIARY, aviary, one_line_error, ok
 
 
@@ -81,8 +81,6 @@ def test_a_document_deleted_while_packing_is_left_out_and_recorded(tmp_path):
     import io
     import tarfile
 
-    from aviarytools.archive.pack import PackOptions, pack
-    from aviarytools.db import connect
     from aviarytools.storage import FilesystemStorage
 
     url, folder = _live(tmp_path)
@@ -97,21 +95,16 @@ def test_a_document_deleted_while_packing_is_left_out_and_recorded(tmp_path):
             return iter(listed)
 
     storage = DeletedAfterListing(folder)
-    out = io.BytesIO()
-    db = connect(url)
-    try:
-        summary = pack(db, storage, out, PackOptions())
-    finally:
-        db.close()
+    summary, archive = pack_here(url, storage)
     assert len(summary.vanished) == 1 and summary.vanished[0][1] == storage.gone.size
-    names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
+    names = tarfile.open(fileobj=io.BytesIO(archive)).getnames()
     assert names[-2:] == ["vanished.ndjson", "checksums.xxh128"]
     user_id, path = storage.gone.key.split("/", 3)[1::2]
     assert f"filesystem/documents/{user_id}/{path}" not in names
-    verified = aviary("verify", input=out.getvalue())
+    verified = aviary("verify", input=archive)
     assert verified.returncode == 0, verified.stderr
     assert b"1 document(s) were deleted while pack ran" in verified.stderr
-    assert aviary("unpack", "--db", url, "--storage", folder, input=out.getvalue()).returncode == 0
+    assert aviary("unpack", "--db", url, "--storage", folder, input=archive).returncode == 0
 
 
 def test_pack_into_a_fifo_or_device_writes_into_it_and_never_replaces_it(tmp_path):

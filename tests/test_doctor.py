@@ -176,8 +176,9 @@ def test_orphan_rows_in_sqlite(lite):
     assert [(f["check"], f["subject"]) for f in orphans] == [("orphan-rows", "api_keys"),
                                                               ("orphan-rows", "system_settings")]
     assert orphans[0]["detail"] == (f"id=11111111-1111-4111-8111-111111111111: user_id {ORPHAN_USER}"
-                                    " names no users row")
-    assert orphans[1]["detail"] == f"key=registration_enabled: updated_by {ORPHAN_USER} names no users row"
+                                    " names no users row: pack leaves the row out")
+    assert orphans[1]["detail"] == (f"key=registration_enabled: updated_by {ORPHAN_USER} names no users row:"
+                                    " pack writes its updated_by as null")
     assert b"aviary doctor: 2 problem(s) found" in result.stderr
 
 
@@ -190,7 +191,8 @@ def test_orphan_rows_in_postgresql(pg_url):
     found = run_check(pg_url, None)
     assert problems(found) == [{
         "check": "orphan-rows", "severity": "problem", "subject": "documents",
-        "detail": f"id={tables['documents'][4]['id']}: user_id {ORPHAN_USER} names no users row"}]
+        "detail": f"id={tables['documents'][4]['id']}: user_id {ORPHAN_USER} names no users row:"
+                  " pack leaves the row out"}]
 
 
 def test_rows_naming_no_user_are_found_without_a_foreign_key(lite):

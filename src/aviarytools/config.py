@@ -6,27 +6,72 @@ DB_HOST, ... or DATA_DIR set as Aviary has them, no option is needed.
 
 import os
 import re
+from collections.abc import Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .errors import ConfigError, register_secret
 
 DEFAULT_DATA_DIR = "/data"
 
+# The variables of Aviary's that aviarytools reads; Aviary takes each also as NAME_FILE.
+AVIARY_VARIABLES = frozenset((
+    "DB_TYPE", "DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME", "DB_SSLMODE", "DATA_DIR", "PDF_DIR",
+    "STORAGE_BACKEND", "S3_ENDPOINT", "S3_REGION", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY",
+    "S3_FORCE_PATH_STYLE",
+))
+SECRET_VARIABLES = frozenset(("DB_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"))
+MAX_VALUE_FILE = 1 << 16  # a NAME_FILE larger than this holds no setting
 
-def _password_from_env(environ) -> str:
-    path = environ.get("DB_PASSWORD_FILE")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().rstrip("\r\n")
-        except OSError as e:
-            raise ConfigError(f"DB_PASSWORD_FILE {path}: {e.strerror}") from None
-    return environ.get("DB_PASSWORD", "")
+
+class AviaryEnvironment(Mapping):
+    """The environment as Aviary reads it (its config.Get): each of its variables NAME is
+    NAME's value if that is set and not empty, else the content of the file NAME_FILE names,
+    surrounding whitespace trimmed (a Docker secret's trailing newline, say).  Where Aviary
+    falls back to the default when NAME_FILE cannot be read, this is an error naming it."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ.get(name)
+        if not value and name in AVIARY_VARIABLES and self._environ.get(name + "_FILE"):
+            value = _value_file(name + "_FILE", self._environ[name + "_FILE"])
+            if name in SECRET_VARIABLES:
+                register_secret(value)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self):
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
+def aviary_environment(environ: Mapping[str, str] | None = None) -> AviaryEnvironment:
+    """`environ` (os.environ by default) read as Aviary reads it."""
+    environ = os.environ if environ is None else environ
+    return environ if isinstance(environ, AviaryEnvironment) else AviaryEnvironment(environ)
+
+
+def _value_file(variable: str, path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_VALUE_FILE + 1)
+    except OSError as e:
+        raise ConfigError(f"{variable}={path}: {e.strerror or e}: give a readable file holding the value") from None
+    if len(data) > MAX_VALUE_FILE:
+        raise ConfigError(f"{variable}={path}: more than {MAX_VALUE_FILE} bytes: not a file holding one value")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}={path}: not UTF-8 text") from None
 
 
 def _postgres_url_from_env(environ) -> str:
     user = environ.get("DB_USER", "aviary")
-    password = _password_from_env(environ)
+    password = environ.get("DB_PASSWORD", "")
     register_secret(password)
     auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
     host = environ.get("DB_HOST", "localhost")
@@ -36,8 +81,9 @@ def _postgres_url_from_env(environ) -> str:
     return f"postgresql://{auth}@{host}:{port}/{quote(name, safe='')}?sslmode={quote(sslmode)}"
 
 
-def resolve_db_url(option: str | None, environ=os.environ) -> str:
+def resolve_db_url(option: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The database URL to use, from the option or the environment."""
+    environ = aviary_environment(environ)
     url = option or environ.get("AVIARY_DB")
     if not url:
         db_type = environ.get("DB_TYPE", "sqlite").lower()

@@ -30,6 +30,10 @@ class MissingObject(StorageError):
     """The object is not (or no longer) there."""
 
 
+class UnreadableObject(StorageError):
+    """The object is there but cannot be read (no permission): a pack leaves it out."""
+
+
 class ArchiveError(AviaryError):
     """The archive is malformed, truncated, corrupt or unsafe."""
 

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from .model import ForeignKey
+
 
 @dataclass(frozen=True)
 class Query:
@@ -10,6 +12,10 @@ class Query:
     where: str | None = None  # an SQL condition, as the operator wrote it
     limit: int | None = None
     redact: frozenset[str] = frozenset()  # columns written as "" (or null where allowed)
+    # References held against their parent rows (pack): a row whose reference names no
+    # parent row is left out where the reference cascades (Aviary's cascade would have
+    # deleted it), else the reference reads as null (as Aviary's own restore sets it).
+    parents: tuple[ForeignKey, ...] = ()
 
 
 EVERYTHING = Query()

@@ -243,6 +243,13 @@ USER_COLUMN = {
     "documents": "user_id",
 }
 
+# Columns Aviary once made and never reads now: AutoMigrate drops no column, so a database
+# first created by v1.4.0 still has users.o_id_c_subject (v1.4.1 renamed it oidc_subject).
+# A restore into a table without such a column drops its values with a warning: nothing is lost.
+LEGACY_COLUMNS = {
+    ("users", "o_id_c_subject"): "Aviary v1.4.0's name for oidc_subject (renamed in v1.4.1), never read since",
+}
+
 # Columns that `pack --redact` leaves out of an export: they let someone in.
 SECRETS = {
     "users": ("password", "rmapi_config", "reset_token"),
@@ -254,6 +261,17 @@ SECRETS = {
 def user_column(table_name: str) -> str | None:
     """The column naming a row's user, for tables that belong to users."""
     return USER_COLUMN.get(table_name)
+
+
+def user_references(table: Table) -> tuple[ForeignKey, ...]:
+    """Aviary's references from `table` (as a database has it) to users.  pack holds each
+    against the snapshot's users: a row whose cascading reference names no user is left
+    out (Aviary's cascade would have deleted it, and verify refuses it), a reference that
+    does not cascade (system_settings.updated_by) is packed as null, as Aviary's own
+    restore sets it."""
+    model = BY_NAME.get(table.name)
+    return tuple(fk for fk in (model.foreign_keys if model else ())
+                 if fk.parent == "users" and len(fk.columns) == 1 and table.has_column(fk.columns[0]))
 
 
 def dependency_order(names) -> list[str]:

@@ -41,11 +41,40 @@ CARRIED_PREFIX = "incremental/documents/"  # an incremental's documents: not fil
 BY_USERNAME = "by-username/"  # unpack -C --by-username: documents under their user's name
 MAX_CONFIG_BYTES = 1 << 20  # an rmapi.conf (a device pairing) larger than this is not one
 
+# Aviary v1.9.0's download links (EXPERIMENTAL_DOWNLOAD_LINK) keep transient copies under
+# downloads/<64-hex token>/ in a single-user installation's documents folder: not documents.
+_DOWNLOAD_COPY = re.compile(r"downloads/[0-9a-f]{64}/.+", re.DOTALL)
+DOWNLOADS = "downloads/"
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def is_uuid(text: str) -> bool:
     return bool(_UUID.fullmatch(text))
+
+
+# The forms Go's uuid.Parse takes besides the canonical one, any case: 32 hex digits, {uuid},
+# urn:uuid:uuid.  Aviary's restore takes such a folder name under filesystem/ as a user id.
+_GO_UUID = re.compile(r"(?i:urn:uuid:)?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+                      r"|\{([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}"
+                      r"|([0-9a-fA-F]{32})")
+
+
+def user_folder_id(folder: str) -> str | None:
+    """The user id an archive's folder name stands for, canonical (lower case, dashed), as
+    Aviary's restore parses it; None if it is none."""
+    if _UUID.fullmatch(folder):
+        return folder
+    match = _GO_UUID.fullmatch(folder)
+    if match is None:
+        return None
+    return canonical_uuid(next(group for group in match.groups() if group))
+
+
+def is_download_copy(path: str) -> bool:
+    """Whether a path under a single-user installation's documents root is a download link's
+    transient copy (downloads/<64-hex token>/<file>), which Aviary removes on its own."""
+    return bool(_DOWNLOAD_COPY.fullmatch(path))
 
 
 def ours(metadata: dict) -> dict:
@@ -72,10 +101,12 @@ def storage_key(user_id: str, path: str) -> str:
     return f"{STORAGE_USERS}{user_id}/pdfs/{path}"
 
 
-def vanished_lines(vanished: list[tuple[str, int]]) -> bytes:
-    """The vanished.ndjson member: one {"member", "size"} line per document that
-    was listed (and counted in metadata.json) but deleted before it was read."""
-    return b"".join(json.dumps({"member": m, "size": s}).encode() + b"\n" for m, s in vanished)
+def vanished_lines(vanished: list[tuple]) -> bytes:
+    """The vanished.ndjson member: one {"member", "size"} line per document that was listed
+    (and counted in metadata.json) but deleted before it was read, and with "why" (the error)
+    per document that could not be read (no permission)."""
+    return b"".join(json.dumps({"member": m, "size": s, **({"why": why[0]} if why else {})}).encode() + b"\n"
+                    for m, s, *why in vanished)
 
 
 def document_of_key(key: str) -> tuple[str, str] | None:
@@ -98,8 +129,9 @@ class Entry:
 
     kind: str
     table: str | None = None
-    user_id: str | None = None
+    user_id: str | None = None  # canonical, whatever form the member's folder name has
     path: str | None = None
+    folder: str | None = None  # the member's user folder where it is not the canonical id
 
 
 def classify(name: str, member_type: str = "file") -> Entry:
@@ -127,9 +159,10 @@ def classify(name: str, member_type: str = "file") -> Entry:
     for prefix, kind in ((DOCUMENTS_PREFIX, "document"), (CONFIGS_PREFIX, "config"),
                          (CARRIED_PREFIX, "carried_document")):
         if name.startswith(prefix):
-            user_id, _, path = name[len(prefix):].partition("/")
-            if is_uuid(user_id) and path:
-                return Entry(kind, user_id=user_id, path=path)
+            folder, _, path = name[len(prefix):].partition("/")
+            user_id = user_folder_id(folder)
+            if user_id is not None and path:
+                return Entry(kind, user_id=user_id, path=path, folder=None if folder == user_id else folder)
     return Entry("unknown")
 
 

@@ -155,6 +155,9 @@ class Restore(Consumer):
     def on_single_document(self, item: Item) -> None:
         if self.storage is None or not self.options.include_files:
             return
+        if layout.is_download_copy(item.entry.path):  # packed by an older aviarytools: not a document
+            self.adopted.download_copies += 1
+            return
         key = layout.storage_key(self.adopter, item.entry.path)
         staged = self._stage(key, item)
         if key in self.adopted.existing:  # the user has a document there: the same, or refused
@@ -270,7 +273,8 @@ class Restore(Consumer):
     def _unknown_column(self, table: str, where: str, column: str, value) -> None:
         """A key of an archived row that the target table has no column for: a value
         there would be lost, so the restore stops (unless the loss was accepted)."""
-        if value is not None and not self.options.accept_column_loss:
+        legacy = (table, column) in schema.LEGACY_COLUMNS
+        if value is not None and not self.options.accept_column_loss and not legacy:
             raise InputError(
                 f"{where}: {table}.{column} holds values, but the target table has no column {column}:"
                 f" upgrade Aviary at the target (its migrations add the column), or accept the loss"
@@ -281,6 +285,9 @@ class Restore(Consumer):
     def _report_unknown_columns(self) -> None:
         for (table, column), values in sorted(self.unknown_columns.items()):
             what = f"{values} value(s) dropped" if values else "dropped (the archive holds no value in it)"
+            legacy = schema.LEGACY_COLUMNS.get((table, column))
+            if legacy:
+                what += f": {legacy}"
             self.warn(f"{table}.{column}: the target table has no such column: {what}"
                       + (" (dry run)" if self.options.dry_run else ""))
 
@@ -319,6 +326,9 @@ class Restore(Consumer):
         """A single-user archive into its user: the pairing where the user has none (as
         Aviary's own move to multi-user does), and no document of theirs replaced by a
         different one."""
+        if self.adopted.download_copies:
+            self.warn(f"{layout.SINGLE_USER_DOCUMENTS}{layout.DOWNLOADS}: {self.adopted.download_copies} file(s) of"
+                      " Aviary's download links (downloads/<token>/, transient copies, not documents): not adopted")
         for staged, key, size, digest in self.adopted.overlapping:
             live = xxhash.xxh3_128()
             if self.adopted.existing[key] == size:
@@ -468,3 +478,4 @@ class Adoption:
     overlap: tuple[str | None, str, int] | None = None  # the member being read, if it is one
     unchanged: HashSet = field(default_factory=HashSet)  # staged keys whose document is there already
     pairing: str | None = None
+    download_copies: int = 0  # single-user/pdfs/downloads/<token>/ files: not adopted

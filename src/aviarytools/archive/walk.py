@@ -260,6 +260,7 @@ class Walk:
         self.tally = Tally()
         self._pending: list[Finding] = []
         self._names = NameSet()
+        self._odd_folders: set[str] = set()  # user folders named by a non-canonical uuid, said once each
 
     def report(self, finding: Finding) -> None:
         self._pending.append(finding)
@@ -410,7 +411,11 @@ class Walk:
         self.tally.document_bytes += item.member.size
         self.tally.referenced.setdefault(item.entry.user_id, item.name)
         self._dispatch(item)
-        return iter(())
+        if item.entry.folder is not None and item.entry.folder not in self._odd_folders:
+            self._odd_folders.add(item.entry.folder)
+            yield info("user-folder", f"not the canonical form of user id {item.entry.user_id}: restored as that"
+                       " user's documents (Aviary restores them under this name, which no user sees)",
+                       f"{layout.DOCUMENTS_PREFIX}{item.entry.folder}/")
 
     def _config(self, item: Item) -> Iterator[Finding]:
         if item.member.size > layout.MAX_CONFIG_BYTES:

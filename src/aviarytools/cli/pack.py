@@ -8,6 +8,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from ..archive import layout
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
@@ -16,7 +17,13 @@ from .common import closing, db_option, info, warn, open_db, open_storage, progr
     storage_options, table_names, table_options, user_option, widen_pipe
 
 
-DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, whatever its storage
+# Single-user Aviary's device pairing, whatever its storage: rmapi's file in the home of the
+# user Aviary runs as (/root for the official image), read at run time from $HOME.
+PAIRING_IN_HOME = ".config/rmapi/rmapi.conf"
+
+
+def _default_pairing() -> str:
+    return os.path.join(os.path.expanduser("~"), PAIRING_IN_HOME)
 
 
 @click.command("pack")
@@ -28,11 +35,14 @@ DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, what
 @table_options
 @click.option("--no-db", is_flag=True, help="Leave the database out.")
 @click.option("--no-files", is_flag=True, help="Leave the documents out.")
+@click.option("--allow-empty-storage", is_flag=True,
+              help="Pack a storage with no documents although the database has documents rows"
+              " (else a storage root that cannot be Aviary's fails the pack).")
 @click.option("--redact", is_flag=True,
               help="An export without secrets: no password hashes, rmapi_config, key or token hashes, reset tokens.")
 @click.option("--single-user", is_flag=True,
               help="A single-user installation: every file under pdfs/ (or $PDF_DIR) and the device pairing; no database.")
-@click.option("--rmapi-conf", metavar="FILE", default=DEFAULT_PAIRING, show_default=True,
+@click.option("--rmapi-conf", metavar="FILE", default=_default_pairing, show_default=f"$HOME/{PAIRING_IN_HOME}",
               help="With --single-user: the device pairing to pack (absent is fine).")
 @click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
               help="Incremental: only the documents changed since the state FILE records (a full archive,"
@@ -42,8 +52,8 @@ DEFAULT_PAIRING = "/root/.config/rmapi/rmapi.conf"  # single-user Aviary's, what
 @click.option("--checksum", is_flag=True,
               help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
-def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, redact, single_user,
-            rmapi_conf, snapshot, level, checksum, progress, **storage):
+def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, allow_empty_storage, redact,
+            single_user, rmapi_conf, snapshot, level, checksum, progress, **storage):
     """Write the database and the documents as one tar stream.
 
     The layout is Aviary's own (metadata.json first, database/<table>.json,
@@ -67,12 +77,13 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         raise click.UsageError("-g FILE makes an incremental of the documents: not with --no-files or --single-user")
     if single_user:
         _refuse_with_single_user({"--db": db_url, "--user": users, "--tables": tables,
-                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files})
+                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
+                                  "--allow-empty-storage": allow_empty_storage})
         _pack_single_user(output, compress, redact, rmapi_conf, progress, storage)
         return
     options = PackOptions(tuple(users) if users else None, table_names(tables, "--tables"),
                           table_names(exclude_tables, "--exclude-tables"), not no_files, redact,
-                          Incremental(snapshot, level == 0, checksum) if snapshot else None)
+                          Incremental(snapshot, level == 0, checksum) if snapshot else None, allow_empty_storage)
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     summary = None
@@ -95,12 +106,41 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         info(f"{snapshot}: the state of level {summary.level}")
     for key in summary.vanished_keys:
         warn(f"{key}: deleted while packing: left out of the incremental and of {snapshot}")
+    for found in summary.orphans:
+        warn(_orphans_line(found))
+    for folder, count in sorted(summary.odd_folders.items()):
+        user = layout.user_folder_id(folder)
+        warn(f"users/{folder}/: {count} file(s) under pdfs/ of a folder that is not a user id as Aviary names"
+             f" one{f' (user {user}, in another form)' if user else ''}: left out (Aviary shows them to no one)")
     for user_id, count in sorted(summary.userless.items()):
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
+    _left_out(summary)
+    info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents{_left_out_count(summary)}, "
+         f"{summary.bytes_written} bytes")
+
+
+def _left_out(summary) -> None:
+    """A warning for each document left out: deleted while packing, unreadable, not a file."""
     for member, _ in summary.vanished:
         warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
-    info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents, "
-         f"{summary.bytes_written} bytes")
+    for member, _, why in summary.unreadable:
+        warn(f"{why}: left out (listed in vanished.ndjson)")
+    for entry in summary.passed_over:
+        warn(f"{entry.key}: {entry.what}: left out")
+
+
+def _left_out_count(summary) -> str:
+    count = len(summary.vanished) + len(summary.unreadable) + len(summary.passed_over)
+    return f" ({count} left out)" if count else ""
+
+
+def _orphans_line(found) -> str:
+    """One warning for a table's rows that name no user (archive.pack.Orphans)."""
+    rows = f"{found.total} row{'s' if found.total != 1 else ''}"
+    done = "left out" if found.left_out else f"packed with {found.column} null"
+    more = f", and {found.total - len(found.shown)} more" if found.total > len(found.shown) else ""
+    return (f"database/{found.table}.json: {rows} whose {found.column} names no user: {done}"
+            f" ({'; '.join(found.shown)}{more}; `aviary doctor` lists them)")
 
 
 def _refuse_with_single_user(given: dict) -> None:
@@ -111,13 +151,14 @@ def _refuse_with_single_user(given: dict) -> None:
 
 def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:
     from ..archive.pack import pack_single_user
-    from ..archive.layout import SINGLE_USER_STORAGE
+    from ..config import aviary_environment
     from ..storage import FilesystemStorage
 
-    if storage.get("storage_url") is None and os.environ.get("PDF_DIR"):  # Aviary's own folder setting
-        documents, prefix = FilesystemStorage(os.environ["PDF_DIR"]), ""
+    pdf_dir = aviary_environment().get("PDF_DIR")  # Aviary's own folder setting
+    if storage.get("storage_url") is None and pdf_dir:
+        documents, prefix = FilesystemStorage(pdf_dir), ""
     else:
-        documents, prefix = open_storage(**storage), SINGLE_USER_STORAGE
+        documents, prefix = open_storage(**storage), layout.SINGLE_USER_STORAGE
     with _output(output) as out, documents:
         meter = Progress("pack", progress)
         stream = gzip_output(out) if compress else None
@@ -127,11 +168,13 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -
         if stream:
             stream.close()
         meter.done()
+    if summary.download_copies:
+        warn(f"{documents.url}/{prefix}{layout.DOWNLOADS}: {summary.download_copies} file(s) of Aviary's download"
+             " links (downloads/<token>/, transient copies, not documents): left out")
     if not summary.pairing:
         warn(f"{rmapi_conf}: " + ("left out (--redact)" if redact else "no device pairing there: none packed"))
-    for member, _ in summary.vanished:
-        warn(f"{member}: deleted while packing: left out (listed in vanished.ndjson)")
-    info(f"single-user: {summary.documents} documents, {summary.bytes_written} bytes")
+    _left_out(summary)
+    info(f"single-user: {summary.documents} documents{_left_out_count(summary)}, {summary.bytes_written} bytes")
 
 
 class _output:

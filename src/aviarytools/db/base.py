@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 from .. import schema
 from ..config import display_url
 from ..errors import DatabaseError, InputError
-from ..model import Column, Kind, Table
+from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q, quote_literal
 from ..values import canonical_uuid, coercer
 
@@ -148,10 +148,42 @@ class Database(ABC):
         """An SQL expression giving the canonical JSON value of `column`."""
 
     def value_sql(self, table: Table, column: Column, query: Query) -> str:
-        """The column's canonical JSON value, or its blank if the query redacts it."""
+        """The column's canonical JSON value, or its blank if the query redacts it, or null
+        where it names no parent row the query holds it against (Query.parents)."""
         if column.name in query.redact:
             return "NULL" if column.nullable else "CAST('' AS TEXT)"
-        return self.json_value_sql(table, column)
+        value = self.json_value_sql(table, column)
+        for fk in query.parents:
+            if not fk.on_delete_cascade and fk.columns == (column.name,):
+                value = f"CASE WHEN {self.orphan_sql(fk)} THEN NULL ELSE {value} END"
+        return value
+
+    def orphan_sql(self, fk: ForeignKey, child: str = "") -> str:
+        """True for a row whose single-column reference `fk` names no parent row (`child`:
+        the child table's alias and a dot, if it has one).  Compared as lower-case text, as
+        an archive holds uuids and verify compares them."""
+        column = self.text_sql(child + q(fk.columns[0]) if child else fk.columns[0])
+        parent_column = self.text_sql("p." + q(fk.parent_columns[0]))
+        return (f"({column} IS NOT NULL AND lower({column}) NOT IN"
+                f" (SELECT lower({parent_column}) FROM {q(fk.parent)} AS p WHERE {parent_column} IS NOT NULL))")
+
+    def orphans(self, table: Table, fk: ForeignKey, limit: int,
+                user_ids: tuple[str, ...] | None = None) -> tuple[list[tuple], int]:
+        """The rows (their primary key and the reference) whose reference `fk` names no
+        parent row, the first `limit` of them in key order, and how many there are (of
+        these users' rows only, with `user_ids`)."""
+        key = table.primary_key
+        condition = f" FROM {q(table.name)} AS c WHERE {self.orphan_sql(fk, 'c.')}"
+        if user_ids is not None:
+            condition += " AND " + self.user_condition(table, user_ids)
+        # Counted first: the count reads the reference's index alone, and there are
+        # seldom any (0.39 s of CPU for 100,000 documents rows in key order, 0.05 s so).
+        total = self.execute(f"SELECT count(*){condition}")[0][0]
+        if not total:
+            return [], 0
+        shown = [self.text_sql("c." + q(k)) for k in key] + [self.text_sql("c." + q(fk.columns[0]))]
+        order = " ORDER BY " + ", ".join(f"c.{q(k)}" for k in key) if key else ""
+        return self.execute(f"SELECT {', '.join(shown)}{condition}{order} LIMIT {limit}"), total
 
     @abstractmethod
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
@@ -171,6 +203,7 @@ class Database(ABC):
         conditions = []
         if query.user_ids is not None:
             conditions.append(self.user_condition(table, query.user_ids))
+        conditions += [f"NOT {self.orphan_sql(fk)}" for fk in query.parents if fk.on_delete_cascade]
         if query.where:
             conditions.append(f"({query.where})")
         if conditions:

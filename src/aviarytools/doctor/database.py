@@ -11,7 +11,7 @@ from typing import Iterator
 
 from .. import schema, timestamps
 from ..db import Database
-from ..model import Table
+from ..model import ForeignKey, Table
 from ..query import Query, quote_ident as q
 from ..findings import LIMIT, Capped, Finding, info, problem
 
@@ -85,21 +85,23 @@ def _orphans(db: Database, table: Table, names: set[str]) -> Iterator[Finding]:
             yield problem("orphan-rows", f"column {column} refers to {parent}.{parent_column},"
                           f" which does not exist", table.name)
             continue
-        condition = (
-            f" FROM {q(table.name)} AS c WHERE c.{q(column)} IS NOT NULL AND NOT EXISTS"
-            f" (SELECT 1 FROM {q(parent)} AS p"
-            f" WHERE {db.text_sql('p.' + q(parent_column))} = {db.text_sql('c.' + q(column))})"
-        )
-        shown = [db.text_sql("c." + q(k)) for k in key] + [db.text_sql("c." + q(column))]
-        order = " ORDER BY " + ", ".join(f"c.{q(k)}" for k in key) if key else ""
-        rows = db.execute(f"SELECT {', '.join(shown)}{condition}{order} LIMIT {LIMIT + 1}")
-        for row in rows[:LIMIT]:
+        fk = ForeignKey((column,), parent, (parent_column,))
+        rows, total = db.orphans(table, fk, LIMIT)
+        for row in rows:
             where = ", ".join(f"{k}={v}" for k, v in zip(key, row)) or "a row"
-            yield problem("orphan-rows", f"{where}: {column} {row[-1]} names no {parent} row", table.name)
-        if len(rows) > LIMIT:
-            total = db.execute(f"SELECT count(*){condition}")[0][0]
-            yield problem("orphan-rows", f"... and {total - LIMIT} more rows whose {column} names no"
+            yield problem("orphan-rows", f"{where}: {column} {row[-1]} names no {parent} row{_packed(table, fk)}",
+                          table.name)
+        if total > len(rows):
+            yield problem("orphan-rows", f"... and {total - len(rows)} more rows whose {column} names no"
                           f" {parent} row (only the first {LIMIT} are listed)", table.name)
+
+
+def _packed(table: Table, fk: ForeignKey) -> str:
+    """What pack does with such a row (schema.user_references), for the operator to know."""
+    for packed in schema.user_references(table):
+        if packed.columns == fk.columns and packed.parent == fk.parent:
+            return ": pack leaves the row out" if packed.on_delete_cascade else f": pack writes its {fk.columns[0]} as null"
+    return ""
 
 
 # -- duplicates in unique columns --------------------------------------------

@@ -232,6 +232,6 @@ def irregular_entries(storage: Storage) -> Iterator[Finding]:
         if entry.broken:
             yield problem("unreadable", entry.what, entry.key)
         else:
-            yield from _offered(cap, entry.what, entry.key)
+            yield from _offered(cap, f"{entry.what}: pack leaves it out", entry.key)
     if cap.rest():
         yield cap.rest()

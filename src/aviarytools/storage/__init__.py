@@ -12,11 +12,11 @@ URLs: a plain path or file:///path (a folder); s3://bucket or s3://bucket/prefix
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from collections.abc import Mapping
 
 from aviarytools import startup
+from aviarytools.config import aviary_environment
 from aviarytools.errors import ConfigError, redact
 
 from .base import Capabilities, Listing, ObjectInfo, Storage
@@ -48,18 +48,20 @@ def _backend(module: str):
     return importlib.import_module(f".{module}", __name__)
 
 
-def resolve_storage(url: str | None, environ: Mapping[str, str] = os.environ, **options) -> Storage:
+def resolve_storage(url: str | None, environ: Mapping[str, str] | None = None, **options) -> Storage:
     """The storage a command works on: its --storage URL, else AVIARY_STORAGE, else Aviary's settings.
 
     `options` are the command line's settings for a backend (s3_endpoint=..., ...);
     each backend takes the ones it knows, the environment filling in the rest."""
+    environ = aviary_environment(environ)
     if url:
         return open_storage(url, environ=environ, **options)
     return storage_from_env(environ, **options)
 
 
-def storage_from_env(environ: Mapping[str, str] = os.environ, **options) -> Storage:
+def storage_from_env(environ: Mapping[str, str] | None = None, **options) -> Storage:
     """AVIARY_STORAGE if set, else the storage Aviary itself would use with these variables."""
+    environ = aviary_environment(environ)
     if environ.get("AVIARY_STORAGE"):
         return open_storage(environ["AVIARY_STORAGE"], environ=environ, **options)
     backend = (environ.get("STORAGE_BACKEND") or "filesystem").strip().lower()
@@ -71,7 +73,7 @@ def storage_from_env(environ: Mapping[str, str] = os.environ, **options) -> Stor
 
 def open_storage(url: str, *, environ: Mapping[str, str] | None = None, **options) -> Storage:
     """Open the folder or bucket `url` names; settings not in `options` come from the environment."""
-    environ = os.environ if environ is None else environ
+    environ = aviary_environment(environ)
     scheme = _SCHEME.match(url)
     module = SCHEMES.get(scheme.group(1).lower()) if scheme else "filesystem"
     if module is None:

@@ -183,6 +183,11 @@ class Storage(ABC):
         """Whether the storage's root is there (a restore may not have made it yet)."""
         return True
 
+    def passed_over(self) -> list[Irregular]:
+        """The entries that this storage's listings so far passed over for not being objects
+        (a folder's links, fifos, devices), so that pack can name each document it leaves out."""
+        return []
+
     def irregular_entries(self, skip: Callable[[str], bool]) -> Iterator[Irregular]:
         """Entries that are not objects, which list() passes over (keys `skip` says to leave
         alone are not looked into)."""
@@ -205,9 +210,10 @@ class Storage(ABC):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def error(self, key: str | None, problem: str, missing: bool = False) -> StorageError:
+    def error(self, key: str | None, problem: str, missing: bool = False,
+              kind: type[StorageError] | None = None) -> StorageError:
         where = f"{self.url}: {key}" if key is not None else self.url
-        return (MissingObject if missing else StorageError)(redact(f"{where}: {problem}"))
+        return (kind or (MissingObject if missing else StorageError))(redact(f"{where}: {problem}"))
 
     def check_size(self, key: str, expected: int | None, written: int) -> None:
         if expected is not None and expected != written:

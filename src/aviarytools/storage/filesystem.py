@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import xxhash
 
 from .. import ownership
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, StorageError, UnreadableObject
 from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Storage, hashing
 
 TEMP_PREFIX = ".aviary-tmp-"
@@ -105,6 +105,7 @@ class FilesystemStorage(Storage):
         self._root = self.url  # for paths built as strings: pathlib costs more than the syscall
         self._owner: ownership.Owner | None = None  # what new files and folders get, as root
         self._owner_known = False
+        self._passed_over: list[Irregular] = []  # links and devices the listings met (rare)
 
     def exists(self) -> bool:
         return self.root.is_dir()
@@ -138,9 +139,7 @@ class FilesystemStorage(Storage):
         return ObjectInfo(key, st.st_size, st.st_mtime, mtime_ns=st.st_mtime_ns)
 
     def read(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        path = self._path(key)
-        with self._translated(key):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = self._open_to_read(key)
         with open(fd, "rb") as file:
             while True:
                 with self._translated(key):
@@ -156,9 +155,7 @@ class FilesystemStorage(Storage):
         that uses every chunk at once (pack hashes and writes it), this reads
         without allocating memory per chunk.
         """
-        path = self._path(key)
-        with self._translated(key):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = self._open_to_read(key)
         view = memoryview(buffer)
         try:
             if hasattr(os, "posix_fadvise"):
@@ -173,6 +170,22 @@ class FilesystemStorage(Storage):
                 yield view[:n]
         finally:
             os.close(fd)
+
+    def _open_to_read(self, key: str) -> int:
+        """A document opened to read; UnreadableObject where it cannot be (no permission, or
+        a link put in its place since the listing)."""
+        path = self._path(key)
+        try:
+            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (PermissionError, IsADirectoryError) as err:
+            raise self.error(key, err.strerror, kind=UnreadableObject) from err
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise self.error(key, "a symbolic link now", kind=UnreadableObject) from err
+            raise self._os_error(key, err) from err
+
+    def passed_over(self) -> list[Irregular]:
+        return sorted(self._passed_over, key=lambda entry: os.fsencode(entry.key))
 
     def read_ahead(self, objects):
         """Documents are read into two buffers that take turns, so no memory is
@@ -337,14 +350,8 @@ class FilesystemStorage(Storage):
                     yield from self._irregular(entry.path, key + "/", skip)
             elif entry.is_file(follow_symlinks=False) or skip(key):
                 continue
-            elif entry.is_symlink():
-                target = os.readlink(entry.path)
-                if os.path.exists(entry.path):
-                    yield Irregular(key, f"a symbolic link (to {target}), not a regular file: pack leaves it out")
-                else:
-                    yield Irregular(key, f"a dangling symbolic link (to {target})", broken=True)
             else:
-                yield Irregular(key, f"a {_kind_of(entry)}, not a regular file: pack leaves it out")
+                yield _irregular_entry(entry, key)
 
     def _walk(self, folder: str | Path, folder_key: str, prefix: str) -> Iterator[ObjectInfo]:
         # Paths as strings: pathlib's `/` costs more than the stat, file after file.
@@ -366,8 +373,12 @@ class FilesystemStorage(Storage):
             with os.scandir(folder) as scan:
                 for entry in scan:
                     is_dir = entry.is_dir(follow_symlinks=False)
-                    if (is_dir or entry.is_file(follow_symlinks=False)) and not entry.name.startswith(TEMP_PREFIX):
+                    if entry.name.startswith(TEMP_PREFIX):
+                        continue
+                    if is_dir or entry.is_file(follow_symlinks=False):
                         entries.append((entry.name, is_dir, entry))
+                    else:
+                        self._passed_over.append(_irregular_entry(entry, folder_key + entry.name))
         except (FileNotFoundError, NotADirectoryError):
             return []
         except OSError as err:
@@ -440,6 +451,16 @@ class FilesystemStorage(Storage):
             yield
         except OSError as err:
             raise self._os_error(key, err) from err
+
+
+def _irregular_entry(entry: os.DirEntry, key: str) -> Irregular:
+    """What a folder's entry that is neither a file nor a folder is, said to the reader."""
+    if entry.is_symlink():
+        target = os.readlink(entry.path)
+        if os.path.exists(entry.path):
+            return Irregular(key, f"a symbolic link (to {target}), not a regular file")
+        return Irregular(key, f"a dangling symbolic link (to {target})", broken=True)
+    return Irregular(key, f"a {_kind_of(entry)}, not a regular file")
 
 
 def _kind_of(entry) -> str:

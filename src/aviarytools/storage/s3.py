@@ -65,7 +65,7 @@ def from_url(url: str, environ, options) -> "S3Storage":
         raise ConfigError(f"S3 endpoint {redact(endpoint)}: expected http://host:port or https://host")
     path_style = options.get("s3_path_style")
     if path_style is None:
-        path_style = environ.get("S3_FORCE_PATH_STYLE", "").strip().lower() in ("1", "true", "yes")
+        path_style = environ.get("S3_FORCE_PATH_STYLE", "").strip().lower() in ("1", "t", "true", "y", "yes")  # Aviary's
     region = options.get("s3_region") or environ.get("S3_REGION") or "us-east-1"
     concurrency = _concurrency(options.get("s3_concurrency") or environ.get("AVIARY_S3_CONCURRENCY"))
     try:
