@@ -5,6 +5,7 @@ line on stderr, prefixed with the command's name, with secrets redacted.
 Data goes to stdout; a closed pipe (`| head`) ends the command quietly.
 """
 
+import contextlib
 import importlib
 import os
 import signal
@@ -201,8 +202,6 @@ def _quiet_stdout() -> None:
 
 def closing(db):
     """Decorator-free helper: `with closing(db):` closes the connection."""
-    import contextlib
-
     return contextlib.closing(db)
 
 
@@ -261,14 +260,48 @@ def open_storage(storage_url=None, **settings):
     return resolve_storage(storage_url, **{k: v for k, v in settings.items() if v is not None})
 
 
+class Refusal(click.UsageError):
+    """A usage error that needs no usage text: one line, `aviary CMD: why`, exit 2."""
+
+    def __init__(self, message: str):
+        super().__init__(message, click.get_current_context(silent=True))
+
+    def show(self, file=None) -> None:
+        name = self.ctx.command_path if self.ctx else "aviary"
+        click.echo(f"{name}: {errors.message(self.format_message())}", err=True)
+
+
+class InputFile(click.ParamType):
+    """A file to read, or - for stdin.  A file that cannot be opened is a failure like any
+    other (one line naming it, exit 1), not a usage error.  stdin on a terminal is refused,
+    as gzip does and as pack refuses to write to one: nobody types an archive, and a
+    command waiting on a terminal looks like a command that hangs."""
+
+    name = "file"
+
+    def __init__(self, what: str):
+        self.what = what  # "an archive", "rows": for the refusal
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if value == "-":
+            if sys.stdin.isatty():
+                raise Refusal(f"refusing to read {self.what} from a terminal: name a file or redirect stdin")
+            stream = sys.stdin.buffer
+        else:
+            try:
+                stream = open(value, "rb")
+            except OSError as e:
+                raise AviaryError(f"{value}: {e.strerror or e}") from None
+            if ctx is not None:
+                ctx.call_on_close(stream.close)
+        widen_pipe(stream)
+        return stream
+
+
 def archive_argument(command):
-    return click.argument("archive", type=click.File("rb"), default="-", required=False,
-                          callback=_widened)(command)
-
-
-def _widened(ctx, param, stream):
-    widen_pipe(stream)
-    return stream
+    return click.argument("archive", type=InputFile("an archive"), default="-", required=False)(command)
 
 
 PIPE_SIZE = 1 << 20
@@ -311,18 +344,28 @@ def fail_on_option(command):
 
 def report_findings(findings, as_json: bool) -> dict[str, int]:
     """Print each finding (NDJSON on stdout, or one escaped line on stderr) as it comes;
-    the count of each severity."""
+    the count of each severity.
+
+    The exit status of a checking command is its verdict, so a reader that goes away
+    (`--json | head -1`) does not end the checks as it ends a dump: they go on with
+    stdout silenced, and every finding is still counted."""
     import json
 
     from ..findings import RANK
 
     counts = dict.fromkeys(RANK, 0)
     out = stdout_binary()
-    for finding in findings:
-        counts[finding.severity] += 1
-        if as_json:
-            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
-            out.flush()
-        else:
-            click.echo(f"{command_name()}: {finding.line()}", err=True)
+    # Closed here, whatever happens: a check still suspended inside a database snapshot
+    # must end before the caller closes the connection under it.
+    with contextlib.closing(findings):
+        for finding in findings:
+            counts[finding.severity] += 1
+            if as_json:
+                try:
+                    out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
+                    out.flush()
+                except BrokenPipeError:
+                    _quiet_stdout()
+            else:
+                click.echo(f"{command_name()}: {finding.line()}", err=True)
     return counts

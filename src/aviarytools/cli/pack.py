@@ -13,7 +13,7 @@ from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
 from ..tar import gzip_output
-from .common import closing, db_option, info, warn, open_db, open_storage, progress_option, \
+from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
     storage_options, table_names, table_options, user_option, widen_pipe
 
 
@@ -67,7 +67,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
       aviary pack --user alice --redact -o alice.tar
     """
     if output is None and sys.stdout.isatty():
-        raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
+        raise Refusal("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
     if snapshot is None and (level is not None or checksum):
         raise click.UsageError("--level and --checksum apply with -g FILE (--listed-incremental)")
     given_pairing = click.get_current_context().get_parameter_source("rmapi_conf") is not ParameterSource.DEFAULT

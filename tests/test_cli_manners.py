@@ -1,0 +1,188 @@
+"""The first hour at the terminal: what a new user meets around the data.
+
+A checking command keeps its verdict when its reader goes away; a reader refuses a
+terminal instead of waiting on it; a missing file is one line and exit 1; an archive cut
+short is said once; help and messages say what they mean."""
+
+import io
+import os
+import pty
+import select
+import sqlite3
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from archive_helpers import installation
+from helpers import AVIARY, aviary, ok, one_line_error
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A small installation (SQLite + folder) and its archive."""
+    root = tmp_path_factory.mktemp("site")
+    db, data = str(root / "aviary.db"), root / "data"
+    installation(db, data, users=2)
+    archive = root / "aviary.tar"
+    archive.write_bytes(ok("pack", "--db", db, "--storage", data))
+    return {"root": root, "db": db, "data": data, "archive": archive}
+
+
+def into_closed_pipe(*args) -> subprocess.CompletedProcess:
+    """Run `aviary ARGS` with stdout a pipe nobody reads any more (`| head -0`, at once)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(AVIARY + [str(a) for a in args], stdout=write, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, timeout=120)
+    finally:
+        os.close(write)
+
+
+# --- 1. a checking command's exit status is its verdict, even through `| head` ---------------------
+
+
+def test_verify_json_into_a_closed_pipe_still_fails_a_corrupt_archive(site, tmp_path):
+    corrupt = tmp_path / "corrupt.tar"
+    corrupt.write_bytes(site["archive"].read_bytes()[:30000])
+    result = into_closed_pipe("verify", "--json", corrupt)
+    assert result.returncode == 1, result.stderr
+    assert b"Traceback" not in result.stderr and b"Exception ignored" not in result.stderr
+
+
+def test_doctor_against_into_a_closed_pipe_still_reports_problems(site, tmp_path):
+    other = tmp_path / "other.db"
+    other.write_bytes(open(site["db"], "rb").read())
+    with sqlite3.connect(other) as db:
+        db.execute("DELETE FROM api_keys")
+    result = into_closed_pipe("doctor", "--db", other, "--storage", site["data"], "--against", site["archive"],
+                              "--json")
+    assert result.returncode == 1, result.stderr
+    assert b"Exception ignored" not in result.stderr and b"Traceback" not in result.stderr
+    assert result.stderr.decode().strip().splitlines()[-1].startswith("aviary doctor: ")
+    assert "problem(s) found" in result.stderr.decode()
+
+
+def test_a_data_command_into_a_closed_pipe_stops_quietly(site):
+    result = into_closed_pipe("ls", site["archive"])
+    assert result.returncode == 0 and result.stderr == b""
+
+
+# --- 2. a reader never waits on a terminal ------------------------------------------------------------
+
+
+READERS = [["verify"], ["info"], ["ls"], ["cat", "metadata.json"], ["unpack", "-C", "out"],
+           ["unpack", "--db", "x.db"], ["doctor", "--db", "x.db", "--storage", ".", "--against", "-"],
+           ["load-table", "users", "--db", "x.db"]]
+
+
+def on_a_terminal(args, cwd) -> tuple[int, str]:
+    """Run `aviary ARGS` with stdin (and stdout, stderr) on a pseudo-terminal, as a person at
+    one would; (exit status, what it printed).  A command waiting for input is killed after
+    10 s, and fails the test."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(AVIARY + args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
+                            env={k: v for k, v in os.environ.items() if not k.startswith(("AVIARY_", "DB_"))})
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other end closed: the process is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    try:
+        status = proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"aviary {' '.join(args)} waited on the terminal: {out!r}")
+    return status, out.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_a_reader_refuses_a_terminal_on_stdin(args, tmp_path):
+    status, said = on_a_terminal(args, tmp_path)
+    assert status == 2, said
+    [line] = said.strip().splitlines()
+    assert line.startswith(f"aviary {args[0]}: refusing to read ")
+    assert "from a terminal: name a file or redirect stdin" in line
+    assert not (tmp_path / "x.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_archive_named_on_a_terminal_is_read(site, tmp_path):
+    status, said = on_a_terminal(["ls", str(site["archive"])], tmp_path)
+    assert status == 0 and '"path": "metadata.json"' in said
+
+
+# --- 3. a missing file: one line, exit 1 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["verify", "{}"], ["info", "{}"], ["ls", "{}"], ["cat", "metadata.json", "{}"],
+                                  ["unpack", "-C", "out", "{}"], ["unpack", "{}", "--db", "x.db"],
+                                  ["doctor", "--db", "x.db", "--against", "{}"],
+                                  ["load-table", "users", "{}", "--db", "x.db"]], ids=lambda a: a[0])
+def test_a_missing_file_is_one_line_and_exit_1(args, tmp_path):
+    missing = tmp_path / "no-such.tar"
+    result = aviary(*[str(missing) if a == "{}" else a for a in args], cwd=tmp_path)
+    assert one_line_error(result) == f"aviary {args[0]}: {missing}: No such file or directory"
+
+
+def test_a_folder_given_as_an_archive_is_one_line_and_exit_1(tmp_path):
+    assert one_line_error(aviary("verify", tmp_path)) == f"aviary verify: {tmp_path}: Is a directory"
+
+
+# --- 5. an archive cut short inside metadata.json is said once -------------------------------------
+
+
+def test_an_archive_cut_short_in_its_metadata_is_reported_once(site, tmp_path):
+    cut = tmp_path / "trunc.tar"
+    cut.write_bytes(site["archive"].read_bytes()[:600])
+    result = aviary("verify", cut)
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines == [f"aviary verify: problem: structure: {cut}: metadata.json (offset 0): archive truncated"
+                     f" inside member data (got 88 of {lines[0].split(' of ')[1]}", lines[1]]
+    assert lines[1] == "aviary verify: 1 problem(s) in 600 bytes read"
+    target = tmp_path / "target.db"
+    target.write_bytes(open(site["db"], "rb").read())
+    for command in (["unpack", "-C", tmp_path / "out"], ["unpack", "--db", target, "--no-files"]):
+        line = one_line_error(aviary(*command, cut))
+        assert line.startswith(f"aviary unpack: {cut}: metadata.json (offset 0): archive truncated"), line
+
+
+def test_invalid_metadata_names_the_member_once(tmp_path):
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        info = tarfile.TarInfo("metadata.json")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"{nope"))
+    result = aviary("verify", bad)
+    assert result.returncode == 1
+    assert result.stderr.decode().count("metadata.json") == 1, result.stderr
+    line = one_line_error(aviary("unpack", "-C", tmp_path / "out", bad))
+    assert line.count("metadata.json") == 1 and "invalid JSON" in line, line
+
+
+# --- 6. help and messages ---------------------------------------------------------------------------
+
+
+def test_max_age_is_said_in_the_unit_it_was_given(site, tmp_path):
+    from aviarytools.timestamps import Duration
+
+    assert str(Duration("7d")) == "7 days" and str(Duration("1h")) == "1 hour" and str(Duration("1.5w")) == "1.5 weeks"
+    assert Duration("26h").describe(30 * 3600) == "30.0 hours"
+    assert Duration("7d").describe(8 * 86400) == "8.0 days"
+    assert Duration("1s").describe(400 * 86400) == "400.0 days"  # not 9,600 hours, nor 34,560,000 seconds
+    with pytest.raises(ValueError):
+        Duration("soon")
