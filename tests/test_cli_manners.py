@@ -174,6 +174,44 @@ def test_invalid_metadata_names_the_member_once(tmp_path):
     assert line.count("metadata.json") == 1 and "invalid JSON" in line, line
 
 
+def test_a_restore_into_postgresql_says_the_rounded_timestamps_in_one_line(site, pg_url):
+    result = aviary("unpack", site["archive"], "--db", pg_url, "--create-schema", "--no-files")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.decode().strip().splitlines()
+    assert line.startswith("aviary unpack: warning: ") and " timestamp(s) rounded from nanoseconds to" \
+        " microseconds (PostgreSQL keeps microseconds): " in line
+    counts = dict(pair.rsplit(" ", 1) for pair in line.split("): ", 1)[1].split(", "))
+    assert {"users", "documents"} <= set(counts) and sorted(counts) == list(counts)
+    assert int(line.split("warning: ")[1].split(" ")[0]) == sum(int(n) for n in counts.values())
+
+
+def test_load_table_says_the_rounded_timestamps_in_one_line(site, pg_url):
+    ok("init-schema", "--db", pg_url)
+    result = aviary("load-table", "users", "--db", pg_url, input=ok("dump-table", "users", "--db", site["db"]))
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.decode().strip().splitlines()
+    assert "timestamp(s) rounded" in line and "users.created_at " in line
+
+
+def test_rows_loaded_into_the_wrong_table_fail_without_a_warning_per_column(site, tmp_path):
+    target = tmp_path / "target.db"
+    target.write_bytes(open(site["db"], "rb").read())
+    users = ok("dump-table", "users", "--db", site["db"])
+    line = one_line_error(aviary("load-table", "documents", "--db", target, input=users))
+    assert line == "aviary load-table: line 1, column user_id: missing, and it cannot be null"
+
+
+def test_keys_a_table_lacks_are_dropped_with_one_warning_in_the_rows_order(site, tmp_path):
+    target = tmp_path / "target.db"
+    target.write_bytes(open(site["db"], "rb").read())
+    rows = b'{"key":"a","value":"1","zz":1,"aa":2}\n{"key":"b","value":"2","zz":1,"bb":2}\n'
+    result = aviary("load-table", "system_settings", "--db", target, input=rows)
+    assert result.returncode == 0
+    assert result.stderr.decode().splitlines() == [
+        "aviary load-table: warning: line 1: columns 'zz', 'aa' are not in table system_settings: dropped",
+        "aviary load-table: warning: line 2: column 'bb' is not in table system_settings: dropped"]
+
+
 # --- 6. help and messages ---------------------------------------------------------------------------
 
 

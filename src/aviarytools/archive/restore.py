@@ -112,10 +112,10 @@ class Restore(Consumer):
                 self.storage.delete_many(key for (key,) in stale)
             self._sync_storage()
         stale.clear()
-        for table, (_, result) in sorted(self.stages.items()):
-            for column, count in result.rounded.items():
-                self.warn(f"{table}.{column}: {count} timestamp(s) rounded from nanoseconds to"
-                          " microseconds (PostgreSQL keeps microseconds)")
+        note = rows_module.rounding_note({table: sum(result.rounded.values())
+                              for table, (_, result) in self.stages.items() if result.rounded})
+        if note:
+            self.warn(note)
         self._report_unknown_columns()
         return self.summary
 
@@ -402,6 +402,8 @@ class Restore(Consumer):
     # -- objects -------------------------------------------------------------
 
     def _promote_objects(self) -> None:
+        if self.storage is None:  # --no-files
+            return
         # A user whose folder the target does not have yet (a first restore, a
         # migration) gets the whole staged folder in one move, where the storage can.
         whole = self.storage.capabilities.moves_folders
