@@ -224,3 +224,37 @@ def test_max_age_is_said_in_the_unit_it_was_given(site, tmp_path):
     assert Duration("1s").describe(400 * 86400) == "400.0 days"  # not 9,600 hours, nor 34,560,000 seconds
     with pytest.raises(ValueError):
         Duration("soon")
+
+
+def test_pack_level_says_only_level_0_can_be_asked_for(site, tmp_path):
+    helped = ok("pack", "--help").decode()
+    assert "0<=x<=0" not in helped and "--level 0" in helped
+    result = aviary("pack", "--db", site["db"], "--no-files", "-g", tmp_path / "state", "--level", "1",
+                    "-o", tmp_path / "x.tar")
+    assert result.returncode == 2
+    assert "'1': only --level 0 (a full archive) can be asked for" in result.stderr.decode()
+    assert "0<=x<=0" not in result.stderr.decode() and not (tmp_path / "x.tar").exists()
+    ok("pack", "--db", site["db"], "--storage", site["data"], "-g", tmp_path / "state", "--level", "0",
+       "-o", tmp_path / "x.tar")
+
+
+@pytest.mark.parametrize("command", ["verify", "unpack", "ls", "info", "cat"])
+def test_every_reader_says_what_archive_it_reads(command):
+    assert "(default: stdin; plain or gzip" in " ".join(ok(command, "--help").decode().split())
+
+
+def test_the_command_list_says_each_first_sentence_whole():
+    listed = ok("--help").decode().split("Commands:")[1]
+    joined = " ".join(listed.split())
+    assert not [line for line in listed.splitlines() if line.endswith("...")]  # click's cut
+    assert "doctor Check the live database and documents; exit 0 healthy, 1 problems." in joined
+
+
+def test_the_default_database_that_is_not_there_says_it_is_the_default(tmp_path):
+    line = one_line_error(aviary("tables", cwd=tmp_path))
+    assert line == ("aviary tables: /data/aviary.db: no such SQLite database (the default: nothing names a"
+                    " database and DATA_DIR is unset; name it with --db URL, $AVIARY_DB or DATA_DIR)")
+    line = one_line_error(aviary("unpack", "--no-files", input=b"", env={"DATA_DIR": str(tmp_path)}))
+    assert line.endswith(f"{tmp_path}/aviary.db: no such SQLite database ($DATA_DIR/aviary.db: name another"
+                         " with --db URL or $AVIARY_DB)")
+    assert one_line_error(aviary("tables", "--db", tmp_path / "x.db")).endswith("x.db: no such SQLite database")

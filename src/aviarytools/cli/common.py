@@ -42,8 +42,9 @@ def user_option(command):
 def open_db(db_url: str | None, *, create: bool = False):
     """Connect to the database named by --db or the environment."""
     # Imported here: commands that read archives never pay for the database layer.
-    from ..config import resolve_db_url
+    from ..config import db_origin, resolve_db_url
     from ..db import connect
+    from ..errors import MissingDatabase
 
     url = resolve_db_url(db_url)
     if url.startswith(("postgresql://", "postgres://")):
@@ -52,7 +53,11 @@ def open_db(db_url: str | None, *, create: bool = False):
         # psycopg logs a warning when a COPY dies with its server; the error we
         # raise already says so, in the one line a failure gets.
         logging.getLogger("psycopg").setLevel(logging.ERROR)
-    return connect(url, create=create)
+    try:
+        return connect(url, create=create)
+    except MissingDatabase as e:
+        origin = db_origin(db_url)
+        raise e if origin is None else MissingDatabase(f"{e} ({origin})") from None
 
 
 def command_name() -> str:
@@ -104,6 +109,15 @@ class Group(click.Group):
             module = importlib.import_module(self.lazy[cmd_name], __package__)
             self.add_command(module.command, cmd_name)
         return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx, formatter):
+        """Each command with the whole first sentence of its help, wrapped, where click cuts
+        it to the line's width ("exit 0 healthy, 1...")."""
+        rows = [(name, command.get_short_help_str(limit=1000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def resolve_command(self, ctx, args):
         try:
@@ -300,7 +314,14 @@ class InputFile(click.ParamType):
         return stream
 
 
+# What an archive a command reads may be, said once for every command's help.
+ARCHIVE_FORMS = "plain or gzip"
+
+
 def archive_argument(command):
+    """The optional ARCHIVE argument (default: stdin).  `{archive}` in the command's
+    docstring becomes what ARCHIVE may be: "default: stdin; plain or gzip"."""
+    command.__doc__ = command.__doc__.replace("{archive}", f"default: stdin; {ARCHIVE_FORMS}")
     return click.argument("archive", type=InputFile("an archive"), default="-", required=False)(command)
 
 

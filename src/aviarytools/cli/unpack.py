@@ -35,7 +35,7 @@ from .common import archive_argument, closing, db_option, info, input_name, open
 @progress_option
 def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
             dry_run, no_sync, accept_column_loss, adopt, progress, **storage):
-    """Restore ARCHIVE (default: stdin; plain or gzip) into a database and storage.
+    """Restore ARCHIVE ({archive}) into a database and storage.
 
     The database part is one transaction: any bad row, corrupt member or
     failed check leaves the old database as it was.  Documents are written
@@ -107,7 +107,7 @@ def _open_target(db_url, create_schema, dry_run):
                 new.append(os.path.dirname(new[-1]))
     if dry_run and create_schema and new is not None:
         return connect(":memory:", create=True), None
-    return open_db(url, create=create_schema), new if create_schema else None
+    return open_db(db_url, create=create_schema), new if create_schema else None
 
 
 def _remove_new(new: list[str] | None) -> None:

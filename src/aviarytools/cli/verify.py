@@ -25,7 +25,7 @@ def parse_duration(value: str | None) -> Duration | None:
               help="Also fail when the archive was exported longer ago than this (e.g. 26h, 7d).")
 @progress_option
 def command(archive, as_json, max_age, progress):
-    """Check ARCHIVE (default: stdin; plain or gzip) without extracting it.
+    """Check ARCHIVE ({archive}) without extracting it.
 
     Tar structure and truncation, metadata.json first and well formed, every
     table a JSON array of objects, checksums, metadata totals against the
