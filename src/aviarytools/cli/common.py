@@ -268,10 +268,17 @@ def storage_options(command):
 
 
 def open_storage(storage_url=None, **settings):
-    """The storage --storage and its settings (storage_options) name, or Aviary's."""
+    """The storage --storage and its settings (storage_options) name, or Aviary's, checked
+    (Storage.check: a bucket that does not exist is refused before anything is read or written)."""
     from ..storage import resolve_storage
 
-    return resolve_storage(storage_url, **{k: v for k, v in settings.items() if v is not None})
+    storage = resolve_storage(storage_url, **{k: v for k, v in settings.items() if v is not None})
+    try:
+        storage.check()
+    except BaseException:
+        storage.close()
+        raise
+    return storage
 
 
 class Refusal(click.UsageError):
