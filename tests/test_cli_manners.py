@@ -258,3 +258,48 @@ def test_the_default_database_that_is_not_there_says_it_is_the_default(tmp_path)
     assert line.endswith(f"{tmp_path}/aviary.db: no such SQLite database ($DATA_DIR/aviary.db: name another"
                          " with --db URL or $AVIARY_DB)")
     assert one_line_error(aviary("tables", "--db", tmp_path / "x.db")).endswith("x.db: no such SQLite database")
+
+
+def test_a_dry_run_names_the_rows_it_would_remove_and_counts_unchanged_rows_apart(site, tmp_path):
+    target = tmp_path / "target.db"
+    target.write_bytes(open(site["db"], "rb").read())
+    with sqlite3.connect(target) as db:
+        db.execute("INSERT INTO system_settings (key, value) VALUES ('zz-extra', '1'), ('aa-extra', '2')")
+        db.execute("UPDATE users SET email = 'changed@example.org' WHERE rowid = 1")
+    result = aviary("unpack", "--dry-run", "--db", target, "--storage", site["data"], site["archive"])
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(": ")[1]: line for line in result.stderr.decode().splitlines()}
+    settings = ok("dump-table", "system_settings", "--db", site["db"]).count(b"\n")
+    assert lines["system_settings"] == (f"aviary unpack: system_settings: {settings} row(s) in the archive, 0 written,"
+                                        f" {settings} unchanged, 2 removed (key=aa-extra; key=zz-extra) (dry run)")
+    assert lines["users"] == "aviary unpack: users: 2 row(s) in the archive, 1 written, 1 unchanged, 0 removed (dry run)"
+
+
+def test_a_dry_run_names_five_stale_rows_and_counts_the_rest(site, tmp_path):
+    target = tmp_path / "target.db"
+    target.write_bytes(open(site["db"], "rb").read())
+    with sqlite3.connect(target) as db:
+        db.executemany("INSERT INTO system_settings (key, value) VALUES (?, '1')", [(f"k{i}",) for i in range(8)])
+    result = aviary("unpack", "--dry-run", "--db", target, "--no-files", site["archive"])
+    assert "8 removed (key=k0; key=k1; key=k2; key=k3; key=k4; 3 more) (dry run)" in result.stderr.decode()
+
+
+def test_a_restore_into_postgresql_leaves_equal_rows_alone(site, pg_url):
+    ok("unpack", site["archive"], "--db", pg_url, "--create-schema", "--no-files")
+    result = aviary("unpack", "--dry-run", site["archive"], "--db", pg_url, "--no-files")
+    tables = [line for line in result.stderr.decode().splitlines() if "row(s) in the archive" in line]
+    assert len(tables) == 7 and all(", 0 written, " in line for line in tables), tables
+
+
+def test_a_bucket_that_does_not_exist_is_refused_before_anything_is_written(site, s3_server, tmp_path):
+    env = {"S3_ACCESS_KEY_ID": s3_server.access_key, "S3_SECRET_ACCESS_KEY": s3_server.secret_key}
+    misspelt = ["--storage", "s3://aviary-misspelt", "--s3-endpoint", s3_server.endpoint, "--s3-path-style"]
+    expected = ("s3://aviary-misspelt: no such bucket 'aviary-misspelt': check the name, or create the bucket"
+                " first (aviary creates none)")
+    target = tmp_path / "new.db"
+    line = one_line_error(aviary("unpack", site["archive"], "--db", target, "--create-schema", *misspelt, env=env))
+    assert line == f"aviary unpack: {expected}"
+    assert not target.exists()
+    assert "aviary-misspelt" not in [b["Name"] for b in s3_server.client().list_buckets().get("Buckets", [])]
+    line = one_line_error(aviary("pack", "--db", site["db"], *misspelt, "-o", tmp_path / "x.tar", env=env))
+    assert line == f"aviary pack: {expected}" and not (tmp_path / "x.tar").exists()

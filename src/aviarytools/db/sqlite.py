@@ -379,6 +379,9 @@ class SQLiteDatabase(Database):
         self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT {columns} FROM main.{q(table.name)} WHERE 0")
         return SQLiteAppend(self, table, name, where, keys)
 
+    def differs_sql(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
+
     def _apply(self, stage: Stage, sql: str, deleting: bool = False) -> int:
         self.execute("SAVEPOINT aviary_apply")
         try:
