@@ -166,7 +166,7 @@ def test_verify_json_prints_one_finding_per_line(packed):
 def test_verify_max_age_fails_an_old_archive(packed):
     old = aviary("verify", "--max-age", "1s", input=aviary_made_archive()[0])  # exported 2025-07-27
     assert old.returncode == 1
-    assert "metadata.json: archive is" in old.stderr.decode() and "hours old" in old.stderr.decode()
+    assert "metadata.json: archive is" in old.stderr.decode() and "days old (limit 1 second)" in old.stderr.decode()
     assert aviary("verify", "--max-age", "1h", packed["archive"]).returncode == 0
     assert aviary("verify", "--max-age", "soon", packed["archive"]).returncode == 2
 

@@ -132,8 +132,9 @@ def test_a_dry_run_writes_nothing_and_says_what_it_would_do(source, target):
     assert result.returncode == 0, result.stderr.decode()
     assert state(target["db"], target["data"]) == before
     report = result.stderr.decode()
-    assert "api_keys: 6 row(s) in the archive, 6 written, 0 removed (dry run)" in report
-    assert "login_attempts: 5 row(s) in the archive, 5 written, 1 removed (dry run)" in report
+    assert "api_keys: 6 row(s) in the archive, 6 written, 0 unchanged, 0 removed (dry run)" in report, report
+    assert "login_attempts: 5 row(s) in the archive, 0 written, 5 unchanged, 1 removed"\
+           " (id=00000000-0000-4000-8000-00000000000a) (dry run)" in report, report
     assert "documents: 9 (" in report and "2 stale (dry run: nothing written)" in report
 
 

@@ -97,6 +97,17 @@ def resolve_db_url(option: str | None, environ: Mapping[str, str] | None = None)
     return url
 
 
+def db_origin(option: str | None, environ=os.environ) -> str | None:
+    """How resolve_db_url came to its SQLite path when nothing named the database (for a
+    message saying it is not there), or None when something did."""
+    if option or environ.get("AVIARY_DB") or environ.get("DB_TYPE", "sqlite").lower() != "sqlite":
+        return None
+    if environ.get("DATA_DIR"):
+        return "$DATA_DIR/aviary.db: name another with --db URL or $AVIARY_DB"
+    return ("the default: nothing names a database and DATA_DIR is unset; name it with --db URL,"
+            " $AVIARY_DB or DATA_DIR")
+
+
 def remember_url_secret(url: str) -> None:
     """Register the password inside a URL so no message can show it."""
     parts = urlsplit(url)

@@ -18,6 +18,10 @@ class DatabaseError(AviaryError):
     """Talking to the database failed."""
 
 
+class MissingDatabase(DatabaseError):
+    """The SQLite file named is not there (and nothing asked to create it)."""
+
+
 class InputError(AviaryError):
     """A row or document read from the input is invalid."""
 

@@ -108,11 +108,27 @@ class RowConverter:
         if type(row) is not dict:
             raise InputError(f"{self.where(position)}: expected a JSON object, got {describe(row)}")
         if not row.keys() <= self.known:
-            self._unknown(position, row)
+            return self._with_unknown(position, row)
         try:
             return self._convert(row)
         except ValueError:
             return self._checked(position, row)
+
+    def _with_unknown(self, position: int, row: dict) -> list:
+        """A row with keys the table lacks: converted first, so that a row loaded into the
+        wrong table fails alone, and only then the keys dropped, in one warning."""
+        dropped = self._unknown(position, row)
+        try:
+            values = self._convert(row)
+        except ValueError:
+            values = self._checked(position, row)
+        if dropped:
+            self.warned.update(dropped)
+            names = ", ".join(repr(key) for key in dropped)
+            self.warn(f"{self.where(position)}: column {names} is not in table {self.table.name}: dropped"
+                      if len(dropped) == 1 else
+                      f"{self.where(position)}: columns {names} are not in table {self.table.name}: dropped")
+        return values
 
     def _checked(self, position: int, row: dict) -> list:
         """The row again, column by column, to say which column is wrong and why."""
@@ -131,8 +147,13 @@ class RowConverter:
             raise InputError(f"{self.where(position)}, column {name}: {e}") from None
         return values
 
-    def _unknown(self, position: int, row: dict) -> None:
-        for key in row.keys() - self.known:
+    def _unknown(self, position: int, row: dict) -> list[str]:
+        """The keys of `row` the table lacks and no warning named yet, in the row's order
+        (on_unknown or --strict take them instead)."""
+        dropped = []
+        for key in row:
+            if key in self.known:
+                continue
             if self.on_unknown is not None:
                 self.on_unknown(self.where(position), key, row[key])
                 continue
@@ -141,8 +162,8 @@ class RowConverter:
                     f"{self.where(position)}, column {key}: no such column in table {self.table.name}"
                 )
             if key not in self.warned:
-                self.warned.add(key)
-                self.warn(f"{self.where(position)}: column {key!r} is not in table {self.table.name}: dropped")
+                dropped.append(key)
+        return dropped
 
 
 @dataclass
@@ -223,9 +244,17 @@ def load(db: Database, table_name: str, source: RowSource, *, mode: str = "appen
         stage, result = stage_rows(db, table_name, source, user_ids=user_ids, strict=strict, warn=warn,
                                    append=mode == "append" and user_ids is None)
         apply_stage(db, stage, mode, result, user_ids)
-    for column, count in result.rounded.items():
-        warn(
-            f"{table_name}.{column}: {count} timestamp(s) rounded from nanoseconds to"
-            f" microseconds (PostgreSQL keeps microseconds)"
-        )
+    note = rounding_note({f"{table_name}.{column}": n for column, n in result.rounded.items()})
+    if note:
+        warn(note)
     return result
+
+
+def rounding_note(counts: dict[str, int]) -> str | None:
+    """The one warning for every timestamp a PostgreSQL target rounded, counted per table
+    (a restore) or per column (a load): `name count` pairs in name order."""
+    if not counts:
+        return None
+    listed = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+    return (f"{sum(counts.values())} timestamp(s) rounded from nanoseconds to microseconds"
+            f" (PostgreSQL keeps microseconds): {listed}")

@@ -213,3 +213,32 @@ def postgres_text(text: str) -> str | None:
             fraction = fraction.rstrip("0") if fraction else ""
             return f"{date} {clock}{'.' if fraction else ''}{fraction}+00"
     return None
+
+
+# -- durations (verify --max-age) -------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": ("second", 1), "m": ("minute", 60), "h": ("hour", 3600), "d": ("day", 86_400),
+          "w": ("week", 604_800)}
+
+
+class Duration:
+    """A span of time as a person gave it (`26h`, `90m`, `7d`), and said back in their unit."""
+
+    def __init__(self, text: str):
+        match = _DURATION.fullmatch(text.strip())
+        if not match:
+            raise ValueError(f"{text!r}: expected a duration like 26h, 90m or 7d")
+        self.number, self.unit = float(match.group(1)), match.group(2)
+        self.seconds = self.number * _UNITS[self.unit][1]
+
+    def __str__(self) -> str:
+        name = _UNITS[self.unit][0]
+        return f"{self.number:g} {name}" + ("" if self.number == 1 else "s")
+
+    def describe(self, seconds: float) -> str:
+        """`seconds` in this duration's unit, or a larger one where it is at least two of
+        those: `30.2 hours` beside a limit of 26 hours, `400.1 days` rather than 9,602 hours."""
+        unit = max((u for u in "smhd" if seconds >= 2 * _UNITS[u][1]), key=lambda u: _UNITS[u][1], default="s")
+        name, size = max(_UNITS[unit], _UNITS[self.unit], key=lambda named: named[1])
+        return f"{seconds / size:.1f} {name}s"

@@ -93,17 +93,22 @@ def buffered(content: HashedContent) -> io.BufferedReader:
     return io.BufferedReader(content, 1 << 16)
 
 
+class MetadataError(ArchiveError):
+    """metadata.json is not what it must be, though the archive reads on (unlike a tar
+    archive cut short inside it, the plain ArchiveError of the reader)."""
+
+
 def read_metadata(content: HashedContent) -> tuple[dict, bytes]:
     """The parsed metadata.json member and its bytes (its digest: content.hasher)."""
     if content.member.size > MAX_METADATA_BYTES:
-        raise ArchiveError(f"{layout.METADATA}: {content.member.size} bytes is too large for metadata")
+        raise MetadataError(f"{layout.METADATA}: {content.member.size} bytes is too large for metadata")
     data = b"".join(content.chunks())
     try:
         metadata = json.loads(data)
     except ValueError as e:
-        raise ArchiveError(f"{layout.METADATA}: invalid JSON: {e}") from None
+        raise MetadataError(f"{layout.METADATA}: invalid JSON: {e}") from None
     if not isinstance(metadata, dict):
-        raise ArchiveError(f"{layout.METADATA}: expected a JSON object")
+        raise MetadataError(f"{layout.METADATA}: expected a JSON object")
     return metadata, data
 
 

@@ -48,8 +48,14 @@ class RestoreOptions:
     adopt: str | None = None  # a single-user archive's documents become this user's (id or username)
 
 
+# A dry run names this many of the rows a replace would remove from each table.
+STALE_NAMED = 5
+
+
 @dataclass
 class RestoreSummary:
+    # table -> rows (in the archive), written (new or changed), unchanged, removed, and with
+    # --dry-run stale: the first STALE_NAMED keys of those removed
     tables: dict[str, dict] = field(default_factory=dict)
     documents: int = 0
     document_bytes: int = 0
@@ -112,10 +118,10 @@ class Restore(Consumer):
                 self.storage.delete_many(key for (key,) in stale)
             self._sync_storage()
         stale.clear()
-        for table, (_, result) in sorted(self.stages.items()):
-            for column, count in result.rounded.items():
-                self.warn(f"{table}.{column}: {count} timestamp(s) rounded from nanoseconds to"
-                          " microseconds (PostgreSQL keeps microseconds)")
+        note = rows_module.rounding_note({table: sum(result.rounded.values())
+                              for table, (_, result) in self.stages.items() if result.rounded})
+        if note:
+            self.warn(note)
         self._report_unknown_columns()
         return self.summary
 
@@ -368,13 +374,15 @@ class Restore(Consumer):
             self._release_leaving_users()
             for table in reversed(order):
                 stage, result = self.stages[table]
+                if self.options.dry_run:
+                    self.summary.tables[table] = {"stale": self.db.stale_keys(stage, self._scope(table), STALE_NAMED)}
                 result.removed = self.db.remove_stale(stage, self._scope(table))
         for table in order:
             stage, result = self.stages[table]
             result.written = self.db.insert(stage, "upsert")
-            self.summary.tables[table] = {
-                "rows": result.staged, "written": result.written, "removed": result.removed,
-            }
+            self.summary.tables.setdefault(table, {}).update(
+                rows=result.staged, written=result.written, unchanged=result.staged - result.written,
+                removed=result.removed)
 
     def _release_leaving_users(self) -> None:
         """system_settings.updated_by does not cascade: a user who is not in the archive
@@ -402,6 +410,8 @@ class Restore(Consumer):
     # -- objects -------------------------------------------------------------
 
     def _promote_objects(self) -> None:
+        if self.storage is None:  # --no-files
+            return
         # A user whose folder the target does not have yet (a first restore, a
         # migration) gets the whole staged folder in one move, where the storage can.
         whole = self.storage.capabilities.moves_folders

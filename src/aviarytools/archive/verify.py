@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterator
 
 from ..errors import ArchiveError
 from ..findings import Finding, problem
-from ..timestamps import NS_PER_SECOND, parse as parse_timestamp
+from ..timestamps import NS_PER_SECOND, Duration, parse as parse_timestamp
 from . import layout
 from .walk import Consumer, Walk
 
@@ -26,7 +26,7 @@ class _Checks(Consumer):
     ignores = frozenset(layout.KINDS)  # every kind
 
 
-def verify(stream: BinaryIO, source: str = "-", max_age_seconds: float | None = None,
+def verify(stream: BinaryIO, source: str = "-", max_age: Duration | None = None,
            progress=None) -> Iterator[Finding]:
     """Yield every problem found (and a few informational findings)."""
     walk = Walk(stream, source, _Checks(), progress)
@@ -36,11 +36,11 @@ def verify(stream: BinaryIO, source: str = "-", max_age_seconds: float | None = 
         yield problem("structure", str(e))
         return
     if walk.metadata is not None:
-        yield from _check_age(walk.metadata, max_age_seconds)
+        yield from _check_age(walk.metadata, max_age)
 
 
-def _check_age(metadata: dict, max_age_seconds: float | None) -> Iterator[Finding]:
-    if max_age_seconds is None:
+def _check_age(metadata: dict, max_age: Duration | None) -> Iterator[Finding]:
+    if max_age is None:
         return
     try:
         exported = parse_timestamp(str(metadata.get("export_timestamp"))) / NS_PER_SECOND
@@ -48,6 +48,5 @@ def _check_age(metadata: dict, max_age_seconds: float | None) -> Iterator[Findin
         yield problem("age", "export_timestamp is not a timestamp", layout.METADATA)
         return
     age = time.time() - exported
-    if age > max_age_seconds:
-        yield problem("age", f"archive is {age / 3600:.1f} hours old (limit {max_age_seconds / 3600:g} hours)",
-                      layout.METADATA)
+    if age > max_age.seconds:
+        yield problem("age", f"archive is {max_age.describe(age)} old (limit {max_age})", layout.METADATA)

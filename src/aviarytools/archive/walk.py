@@ -62,7 +62,7 @@ from ..spill import SpillList, compare_digests
 from ..tar import Member, NameSet, member_name_problem
 from . import incremental, layout
 from .inspect import archived_tables
-from .reading import HashedContent, buffered, members, parse_checksum_member, read_metadata
+from .reading import HashedContent, MetadataError, buffered, members, parse_checksum_member, read_metadata
 
 METADATA_FIELDS = {
     "aviary_version": str,
@@ -312,8 +312,8 @@ class Walk:
         content = HashedContent(member)
         try:
             metadata, data = read_metadata(content)
-        except ArchiveError as e:
-            yield problem("metadata", str(e), member.name)
+        except MetadataError as e:  # (an archive cut short inside it is the walk's own error)
+            yield problem("metadata", str(e).removeprefix(f"{layout.METADATA}: "), member.name)
             return
         self.tally.digests.append((member.name, content.hasher.hexdigest()))
         yield from self._metadata_problems(metadata)
@@ -471,8 +471,8 @@ class Walk:
         self._late_metadata_read = True
         try:
             metadata, item.data = read_metadata(item.content)
-        except ArchiveError as e:
-            yield problem("metadata", str(e), item.name)
+        except MetadataError as e:  # (an archive cut short inside it is the walk's own error)
+            yield problem("metadata", str(e).removeprefix(f"{layout.METADATA}: "), item.name)
             return
         if layout.ours(metadata):  # the members before it were taken for Aviary's: none may be
             yield problem("metadata", "an aviarytools archive, whose metadata.json must be the first member:"

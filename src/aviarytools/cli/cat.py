@@ -12,7 +12,7 @@ from .common import archive_argument, input_name, stdout_binary
 @archive_argument
 @click.option("--ndjson", is_flag=True, help="A database/<table>.json member as canonical rows, one per line.")
 def command(member, archive, ndjson):
-    """Write MEMBER of ARCHIVE (default: stdin) to stdout.
+    """Write MEMBER of ARCHIVE ({archive}) to stdout.
 
     \b
       aviary cat metadata.json < aviary.tar | jq .

@@ -5,6 +5,7 @@ line on stderr, prefixed with the command's name, with secrets redacted.
 Data goes to stdout; a closed pipe (`| head`) ends the command quietly.
 """
 
+import contextlib
 import importlib
 import os
 import signal
@@ -41,8 +42,9 @@ def user_option(command):
 def open_db(db_url: str | None, *, create: bool = False):
     """Connect to the database named by --db or the environment."""
     # Imported here: commands that read archives never pay for the database layer.
-    from ..config import resolve_db_url
+    from ..config import db_origin, resolve_db_url
     from ..db import connect
+    from ..errors import MissingDatabase
 
     url = resolve_db_url(db_url)
     if url.startswith(("postgresql://", "postgres://")):
@@ -51,7 +53,11 @@ def open_db(db_url: str | None, *, create: bool = False):
         # psycopg logs a warning when a COPY dies with its server; the error we
         # raise already says so, in the one line a failure gets.
         logging.getLogger("psycopg").setLevel(logging.ERROR)
-    return connect(url, create=create)
+    try:
+        return connect(url, create=create)
+    except MissingDatabase as e:
+        origin = db_origin(db_url)
+        raise e if origin is None else MissingDatabase(f"{e} ({origin})") from None
 
 
 def command_name() -> str:
@@ -103,6 +109,15 @@ class Group(click.Group):
             module = importlib.import_module(self.lazy[cmd_name], __package__)
             self.add_command(module.command, cmd_name)
         return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx, formatter):
+        """Each command with the whole first sentence of its help, wrapped, where click cuts
+        it to the line's width ("exit 0 healthy, 1...")."""
+        rows = [(name, command.get_short_help_str(limit=1000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def resolve_command(self, ctx, args):
         try:
@@ -201,8 +216,6 @@ def _quiet_stdout() -> None:
 
 def closing(db):
     """Decorator-free helper: `with closing(db):` closes the connection."""
-    import contextlib
-
     return contextlib.closing(db)
 
 
@@ -255,20 +268,68 @@ def storage_options(command):
 
 
 def open_storage(storage_url=None, **settings):
-    """The storage --storage and its settings (storage_options) name, or Aviary's."""
+    """The storage --storage and its settings (storage_options) name, or Aviary's, checked
+    (Storage.check: a bucket that does not exist is refused before anything is read or written)."""
     from ..storage import resolve_storage
 
-    return resolve_storage(storage_url, **{k: v for k, v in settings.items() if v is not None})
+    storage = resolve_storage(storage_url, **{k: v for k, v in settings.items() if v is not None})
+    try:
+        storage.check()
+    except BaseException:
+        storage.close()
+        raise
+    return storage
+
+
+class Refusal(click.UsageError):
+    """A usage error that needs no usage text: one line, `aviary CMD: why`, exit 2."""
+
+    def __init__(self, message: str):
+        super().__init__(message, click.get_current_context(silent=True))
+
+    def show(self, file=None) -> None:
+        name = self.ctx.command_path if self.ctx else "aviary"
+        click.echo(f"{name}: {errors.message(self.format_message())}", err=True)
+
+
+class InputFile(click.ParamType):
+    """A file to read, or - for stdin.  A file that cannot be opened is a failure like any
+    other (one line naming it, exit 1), not a usage error.  stdin on a terminal is refused,
+    as gzip does and as pack refuses to write to one: nobody types an archive, and a
+    command waiting on a terminal looks like a command that hangs."""
+
+    name = "file"
+
+    def __init__(self, what: str):
+        self.what = what  # "an archive", "rows": for the refusal
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if value == "-":
+            if sys.stdin.isatty():
+                raise Refusal(f"refusing to read {self.what} from a terminal: name a file or redirect stdin")
+            stream = sys.stdin.buffer
+        else:
+            try:
+                stream = open(value, "rb")
+            except OSError as e:
+                raise AviaryError(f"{value}: {e.strerror or e}") from None
+            if ctx is not None:
+                ctx.call_on_close(stream.close)
+        widen_pipe(stream)
+        return stream
+
+
+# What an archive a command reads may be, said once for every command's help.
+ARCHIVE_FORMS = "plain or gzip"
 
 
 def archive_argument(command):
-    return click.argument("archive", type=click.File("rb"), default="-", required=False,
-                          callback=_widened)(command)
-
-
-def _widened(ctx, param, stream):
-    widen_pipe(stream)
-    return stream
+    """The optional ARCHIVE argument (default: stdin).  `{archive}` in the command's
+    docstring becomes what ARCHIVE may be: "default: stdin; plain or gzip"."""
+    command.__doc__ = command.__doc__.replace("{archive}", f"default: stdin; {ARCHIVE_FORMS}")
+    return click.argument("archive", type=InputFile("an archive"), default="-", required=False)(command)
 
 
 PIPE_SIZE = 1 << 20
@@ -311,18 +372,28 @@ def fail_on_option(command):
 
 def report_findings(findings, as_json: bool) -> dict[str, int]:
     """Print each finding (NDJSON on stdout, or one escaped line on stderr) as it comes;
-    the count of each severity."""
+    the count of each severity.
+
+    The exit status of a checking command is its verdict, so a reader that goes away
+    (`--json | head -1`) does not end the checks as it ends a dump: they go on with
+    stdout silenced, and every finding is still counted."""
     import json
 
     from ..findings import RANK
 
     counts = dict.fromkeys(RANK, 0)
     out = stdout_binary()
-    for finding in findings:
-        counts[finding.severity] += 1
-        if as_json:
-            out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
-            out.flush()
-        else:
-            click.echo(f"{command_name()}: {finding.line()}", err=True)
+    # Closed here, whatever happens: a check still suspended inside a database snapshot
+    # must end before the caller closes the connection under it.
+    with contextlib.closing(findings):
+        for finding in findings:
+            counts[finding.severity] += 1
+            if as_json:
+                try:
+                    out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
+                    out.flush()
+                except BrokenPipeError:
+                    _quiet_stdout()
+            else:
+                click.echo(f"{command_name()}: {finding.line()}", err=True)
     return counts

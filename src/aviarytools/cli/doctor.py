@@ -5,7 +5,7 @@ import click
 from ..doctor import check_installation, compare
 from ..findings import PROBLEM, WARNING, failing
 from ..progress import CountingReader, Progress
-from .common import closing, db_option, fail_on_option, input_name, open_db, open_storage, \
+from .common import ARCHIVE_FORMS, InputFile, closing, db_option, fail_on_option, input_name, open_db, open_storage, \
     progress_option, report_findings, storage_options, user_option
 
 
@@ -13,8 +13,8 @@ from .common import closing, db_option, fail_on_option, input_name, open_db, ope
 @db_option
 @storage_options
 @click.option("--deep", is_flag=True, help="Also read every object end to end (S3: check sizes and MD5 ETags).")
-@click.option("--against", "archive", metavar="ARCHIVE", type=click.File("rb"),
-              help="Compare the installation with ARCHIVE (a path, or - for stdin; plain or gzip).")
+@click.option("--against", "archive", metavar="ARCHIVE", type=InputFile("an archive"),
+              help=f"Compare the installation with ARCHIVE (a path, or - for stdin; {ARCHIVE_FORMS}).")
 @user_option
 @click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
 @fail_on_option

@@ -11,7 +11,7 @@ from .common import archive_argument, input_name, warn
 @click.command("info")
 @archive_argument
 def command(archive):
-    """Print ARCHIVE's metadata.json (reads only the first member, where it is).
+    """Print ARCHIVE's metadata.json ({archive}; reads only the first member, where it is).
 
     Aviary v1.4.0 to v1.5.3 wrote metadata.json last: the whole archive is
     then read to find it, and a warning says so.

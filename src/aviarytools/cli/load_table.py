@@ -1,18 +1,16 @@
 """aviary load-table: NDJSON or a JSON array from stdin into a table."""
 
-import sys
-
 import click
 
 from .. import rows
 from ..db import MODES
 from ..rowinput import RowSource
-from .common import closing, db_option, info, open_db, user_option, warn
+from .common import InputFile, closing, db_option, info, input_name, open_db, user_option, warn
 
 
 @click.command("load-table")
 @click.argument("table")
-@click.argument("input", type=click.File("rb"), default="-")
+@click.argument("input", type=InputFile("rows"), default="-")
 @db_option
 @user_option
 @click.option("--mode", type=click.Choice(MODES), default="append", show_default=True,
@@ -32,7 +30,7 @@ def command(table, input, db_url, users, mode, strict):
       aviary dump-table documents --db a.db | aviary load-table documents --db postgresql://...
       aviary load-table users --mode upsert < users.ndjson
     """
-    source = RowSource(input, "-" if input is sys.stdin.buffer else input.name)
+    source = RowSource(input, input_name(input))
     with closing(open_db(db_url)) as db:
         user_ids = db.user_ids(users) if users else None
         result = rows.load(db, table, source, mode=mode, user_ids=user_ids, strict=strict, warn=warn)

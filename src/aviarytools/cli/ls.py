@@ -12,7 +12,9 @@ from .common import archive_argument, input_name, stdout_binary
 @click.command("ls")
 @archive_argument
 def command(archive):
-    """List ARCHIVE's members, one JSON object per line: path, type, size, mtime.
+    """List ARCHIVE's members ({archive}), one JSON object per line.
+
+    Each line: path, type, size, mtime.
 
     \b
       aviary ls < aviary.tar | jq -r 'select(.type == "file") | .path'

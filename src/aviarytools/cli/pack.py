@@ -13,7 +13,7 @@ from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
 from ..tar import gzip_output
-from .common import closing, db_option, info, warn, open_db, open_storage, progress_option, \
+from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
     storage_options, table_names, table_options, user_option, widen_pipe
 
 
@@ -47,8 +47,9 @@ def _default_pairing() -> str:
 @click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
               help="Incremental: only the documents changed since the state FILE records (a full archive,"
               " level 0, if there is no FILE); FILE then records the new state.")
-@click.option("--level", type=click.IntRange(0, 0), metavar="0",
-              help="With -g: a full archive (level 0) whatever FILE holds, and a new chain.")
+@click.option("--level", metavar="0", callback=lambda ctx, param, value: _level(value),
+              help="With -g: a full archive (level 0) whatever FILE holds, and a new chain"
+              " (the only level given; the others follow from FILE).")
 @click.option("--checksum", is_flag=True,
               help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
@@ -67,7 +68,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
       aviary pack --user alice --redact -o alice.tar
     """
     if output is None and sys.stdout.isatty():
-        raise click.UsageError("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
+        raise Refusal("refusing to write an archive to a terminal: redirect stdout or use -o FILE")
     if snapshot is None and (level is not None or checksum):
         raise click.UsageError("--level and --checksum apply with -g FILE (--listed-incremental)")
     given_pairing = click.get_current_context().get_parameter_source("rmapi_conf") is not ParameterSource.DEFAULT
@@ -141,6 +142,17 @@ def _orphans_line(found) -> str:
     more = f", and {found.total - len(found.shown)} more" if found.total > len(found.shown) else ""
     return (f"database/{found.table}.json: {rows} whose {found.column} names no user: {done}"
             f" ({'; '.join(found.shown)}{more}; `aviary doctor` lists them)")
+
+
+def _level(value: str | None) -> int | None:
+    """--level: 0 only.  A level 1 or 2 is not asked for, as with GNU tar: it is FILE's
+    level + 1."""
+    if value is None:
+        return None
+    if value.strip() != "0":
+        raise click.BadParameter(f"{value!r}: only --level 0 (a full archive) can be asked for; an"
+                                 " incremental's level is the level FILE records + 1")
+    return 0
 
 
 def _refuse_with_single_user(given: dict) -> None:

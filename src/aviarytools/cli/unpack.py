@@ -35,7 +35,7 @@ from .common import archive_argument, closing, db_option, info, input_name, open
 @progress_option
 def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
             dry_run, no_sync, accept_column_loss, adopt, progress, **storage):
-    """Restore ARCHIVE (default: stdin; plain or gzip) into a database and storage.
+    """Restore ARCHIVE ({archive}) into a database and storage.
 
     The database part is one transaction: any bad row, corrupt member or
     failed check leaves the old database as it was.  Documents are written
@@ -85,7 +85,8 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
     report = info if not dry_run else _always
     for table, counts in sorted(summary.tables.items()):
         report(f"{table}: {counts['rows']} row(s) in the archive, {counts['written']} written, "
-               f"{counts['removed']} removed" + (" (dry run)" if dry_run else ""))
+               f"{counts['unchanged']} unchanged, {counts['removed']} removed{_named(counts)}"
+               + (" (dry run)" if dry_run else ""))
     report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
 
@@ -107,7 +108,7 @@ def _open_target(db_url, create_schema, dry_run):
                 new.append(os.path.dirname(new[-1]))
     if dry_run and create_schema and new is not None:
         return connect(":memory:", create=True), None
-    return open_db(url, create=create_schema), new if create_schema else None
+    return open_db(db_url, create=create_schema), new if create_schema else None
 
 
 def _remove_new(new: list[str] | None) -> None:
@@ -132,6 +133,15 @@ def _refuse_restore_options(given: dict) -> None:
     named = [option for option, value in given.items() if value]
     if named:
         raise click.UsageError(f"-C DIR extracts files: {', '.join(named)} only apply to a restore")
+
+
+def _named(counts: dict) -> str:
+    """The rows a dry run would remove, by key: all of them, or the first few."""
+    stale = counts.get("stale")
+    if not stale:
+        return ""
+    more = counts["removed"] - len(stale)
+    return f" ({'; '.join(stale)}" + (f"; {more} more" if more > 0 else "") + ")"
 
 
 def _always(message: str) -> None:

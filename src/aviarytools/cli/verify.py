@@ -1,25 +1,21 @@
 """aviary verify: check an archive in one streaming pass."""
 
-import re
-
 import click
 
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress
+from ..timestamps import Duration
 from .common import archive_argument, input_name, progress_option, report_findings
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-
-def parse_duration(value: str | None) -> float | None:
+def parse_duration(value: str | None) -> Duration | None:
     if value is None:
         return None
-    match = _DURATION.fullmatch(value.strip())
-    if not match:
-        raise click.BadParameter(f"{value!r}: expected a duration like 26h, 90m or 7d")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
+    try:
+        return Duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.command("verify")
@@ -29,7 +25,7 @@ def parse_duration(value: str | None) -> float | None:
               help="Also fail when the archive was exported longer ago than this (e.g. 26h, 7d).")
 @progress_option
 def command(archive, as_json, max_age, progress):
-    """Check ARCHIVE (default: stdin; plain or gzip) without extracting it.
+    """Check ARCHIVE ({archive}) without extracting it.
 
     Tar structure and truncation, metadata.json first and well formed, every
     table a JSON array of objects, checksums, metadata totals against the

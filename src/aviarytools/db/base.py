@@ -299,6 +299,20 @@ class Database(ABC):
 
     def remove_stale(self, stage: Stage, user_ids: tuple[str, ...] | None) -> int:
         """Delete rows of the table (or of `user_ids`) whose key is not staged."""
+        sql = f"DELETE FROM {q(stage.table.name)} AS t WHERE {self._stale(stage, user_ids)}"
+        return self._apply(stage, sql, deleting=True)
+
+    def stale_keys(self, stage: Stage, user_ids: tuple[str, ...] | None, limit: int) -> list[str]:
+        """The first `limit` rows remove_stale would delete, each as `key=value`, in key order."""
+        keys = stage.table.primary_key
+        rows = self.execute(
+            f"SELECT {', '.join(self.text_sql(f't.{q(c)}') for c in keys)} FROM {q(stage.table.name)} AS t"
+            f" WHERE {self._stale(stage, user_ids)} ORDER BY {', '.join(f't.{q(c)}' for c in keys)}"
+            f" LIMIT {int(limit)}")
+        return [", ".join(f"{c}={v}" for c, v in zip(keys, row)) for row in rows]
+
+    def _stale(self, stage: Stage, user_ids: tuple[str, ...] | None) -> str:
+        """The condition on rows `t` of the table (or of `user_ids`) whose key is not staged."""
         table = stage.table
         self._require_key(table, "replace")
         match = " AND ".join(f"s.{q(c)} = t.{q(c)}" for c in table.primary_key)
@@ -307,14 +321,11 @@ class Database(ABC):
             scope = self.user_condition(table, user_ids).replace(
                 q(schema.user_column(table.name)), "t." + q(schema.user_column(table.name)), 1
             ) + " AND "
-        sql = (
-            f"DELETE FROM {q(table.name)} AS t WHERE {scope}"
-            f"NOT EXISTS (SELECT 1 FROM {stage.name} AS s WHERE {match})"
-        )
-        return self._apply(stage, sql, deleting=True)
+        return f"{scope}NOT EXISTS (SELECT 1 FROM {stage.name} AS s WHERE {match})"
 
     def insert(self, stage: Stage, mode: str) -> int:
-        """Move the staged rows into the table as `mode` says; returns rows written."""
+        """Move the staged rows into the table as `mode` says; returns rows written: an upsert
+        leaves a row equal to its staged one as it is, and does not count it."""
         table = stage.table
         if mode in ("upsert", "replace"):
             self._require_key(table, mode)
@@ -328,13 +339,17 @@ class Database(ABC):
             sql += " ON CONFLICT DO NOTHING"
         elif mode in ("upsert", "replace"):
             keys = ", ".join(q(c) for c in table.primary_key)
-            updates = ", ".join(
-                f"{q(c.name)} = excluded.{q(c.name)}"
-                for c in table.columns
-                if c.name not in table.primary_key and c.name in stage.present
-            )
-            sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+            updated = [c.name for c in table.columns
+                       if c.name not in table.primary_key and c.name in stage.present]
+            updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in updated)
+            changed = " OR ".join(self.differs_sql(f"{q(table.name)}.{q(c)}", f"excluded.{q(c)}") for c in updated)
+            sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {updates} WHERE {changed}" if updates else "DO NOTHING")
         return self._apply(stage, sql)
+
+    def differs_sql(self, a: str, b: str) -> str:
+        """SQL true when the values `a` and `b` (qualified columns) differ, NULL equal to
+        NULL.  Compared as text: a type without an equality operator (json) compares too."""
+        return f"{self.text_sql(a)} IS DISTINCT FROM {self.text_sql(b)}"
 
     def _require_key(self, table: Table, mode: str) -> None:
         if not table.primary_key:

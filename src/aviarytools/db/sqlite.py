@@ -7,7 +7,7 @@ import sqlite3
 from typing import Callable, Iterator
 
 from .. import ownership, timestamps
-from ..errors import DatabaseError, InputError
+from ..errors import DatabaseError, InputError, MissingDatabase
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q
 from ..values import coercer, format_float
@@ -238,7 +238,7 @@ class SQLiteDatabase(Database):
         super().__init__(url)
         self.path = path
         if not create and not os.path.exists(path):
-            raise DatabaseError(f"{path}: no such SQLite database")
+            raise MissingDatabase(f"{path}: no such SQLite database")
         if create and path != ":memory:" and not os.path.exists(path):
             _create_file(path)
         try:
@@ -378,6 +378,9 @@ class SQLiteDatabase(Database):
         columns = ", ".join([*(q(c) for c in keys), "NULL AS _src"])
         self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT {columns} FROM main.{q(table.name)} WHERE 0")
         return SQLiteAppend(self, table, name, where, keys)
+
+    def differs_sql(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
 
     def _apply(self, stage: Stage, sql: str, deleting: bool = False) -> int:
         self.execute("SAVEPOINT aviary_apply")

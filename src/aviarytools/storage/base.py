@@ -188,6 +188,12 @@ class Storage(ABC):
         (a folder's links, fifos, devices), so that pack can name each document it leaves out."""
         return []
 
+    def check(self) -> None:
+        """Raise a StorageError if the storage cannot be what a command reads or restores
+        into, before it reads or writes anything: a bucket that does not exist (a server
+        such as SeaweedFS would make a misspelt one on the first write).  A folder passes:
+        a restore makes one that is not there yet."""
+
     def irregular_entries(self, skip: Callable[[str], bool]) -> Iterator[Irregular]:
         """Entries that are not objects, which list() passes over (keys `skip` says to leave
         alone are not looked into)."""

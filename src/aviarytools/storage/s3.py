@@ -31,6 +31,7 @@ MAX_PARTS = 10_000  # S3's limit
 COPY_PART_SIZE = 512 << 20  # parts of a server-side copy too large for one request (over 5 GiB)
 DELETE_BATCH = 1000  # keys one DeleteObjects request takes
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+NO_BUCKET = {"404", "NoSuchBucket", "NotFound"}
 CHANGED = {"412", "PreconditionFailed"}
 # Requests in flight.  Measured behind a 20 ms round trip (bench/s3.py): see the README.
 DEFAULT_CONCURRENCY = 16
@@ -178,6 +179,18 @@ class S3Storage(Storage):
         except (BotoCoreError, urllib3.exceptions.HTTPError) as err:
             raise self._translate(key, err) from err
         return ObjectInfo(key, head["ContentLength"], head["LastModified"].timestamp(), _etag(head))
+
+    def check(self) -> None:
+        """HeadBucket, one request: a missing bucket is refused, never made by a write."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in NO_BUCKET:
+                raise self.error(None, f"no such bucket {self.bucket!r}: check the name, or create the bucket"
+                                       " first (aviary creates none)") from err
+            raise self._translate(None, err) from err
+        except (BotoCoreError, urllib3.exceptions.HTTPError) as err:
+            raise self._translate(None, err) from err
 
     def read(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         with self._translated(key):
