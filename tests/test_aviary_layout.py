@@ -4,6 +4,7 @@ facts the notes changed (the migrations table, uuid folder names, `._*` members,
 users.o_id_c_subject, SQLite's time formats)."""
 
 import io
+import os
 import json
 import sqlite3
 import tarfile
@@ -14,7 +15,7 @@ import xxhash
 from archive_helpers import (as_aviary_rows, aviary_tar, bucket_storage, dump_tables, go_json, installation,
                              objects)
 from aviarytools import sample
-from helpers import aviary
+from helpers import aviary, one_line_error
 
 TOKEN = "0123456789abcdef" * 4  # a download link's token: 64 hex digits
 PAIRING = b"[auth]\ndevicetoken=in-home\n"
@@ -235,3 +236,25 @@ def test_sqlite_time_text_in_every_form_aviary_and_sqlite_write(tmp_path):
     assert archive.returncode == 0, archive.stderr
     rows = json.loads(members(archive.stdout)["database/login_attempts.json"])
     assert [r["attempted_at"] for r in rows if r["id"].startswith("66666666")] == list(stored.values())
+
+
+def test_a_single_user_pack_of_the_documents_folder_itself_fails_naming_the_one_above(single, tmp_path):
+    data, home = single
+    result = aviary("pack", "--single-user", "--storage", data / "pdfs", "-o", tmp_path / "su.tar",
+                    env={"HOME": str(home)})
+    assert one_line_error(result) == (
+        f"aviary pack: {data}/pdfs: no pdfs/ but documents (a.pdf): this is the documents folder itself; give"
+        f" the folder above it (--storage {data}), or set PDF_DIR={data}/pdfs without --storage;"
+        " --allow-empty-storage packs it without documents")
+    assert not (tmp_path / "su.tar").exists()
+    allowed = aviary("pack", "--single-user", "--storage", data / "pdfs", "--allow-empty-storage",
+                     env={"HOME": str(home)})
+    assert allowed.returncode == 0, allowed.stderr
+    # A multi-user installation's storage is named as such; an empty folder (a fresh one) packs.
+    multi = tmp_path / "multi"
+    installation(str(multi / "aviary.db"), multi, users=1)
+    refused = aviary("pack", "--single-user", "--storage", multi, "-o", os.devnull, env={"HOME": str(home)})
+    assert stderr_lines(refused)[-1].endswith("a multi-user installation's storage; pack it without --single-user")
+    (tmp_path / "fresh").mkdir()
+    assert aviary("pack", "--single-user", "--storage", tmp_path / "fresh", "-o", os.devnull,
+                  env={"HOME": str(home)}).returncode == 0

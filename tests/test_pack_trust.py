@@ -14,7 +14,7 @@ import pytest
 
 from archive_helpers import bucket_storage, dump_tables, installation, pack_here, s3_args, s3_env
 from aviarytools.storage import open_storage
-from helpers import aviary
+from helpers import aviary, one_line_error
 
 GONE = "22222222-2222-4222-8222-222222222222"  # a user deleted while foreign keys were off
 DOC = "33333333-3333-4333-8333-333333333333"
@@ -132,10 +132,9 @@ def test_the_users_folder_given_as_the_root_fails_naming_the_folder_above(lite, 
     url, data, _ = lite
     out = tmp_path / "backup.tar"
     result = aviary("pack", "--db", url, "--storage", data / "users", "-o", out)
-    assert result.returncode == 1
-    assert stderr_lines(result) == [
+    assert one_line_error(result) == (
         f"aviary pack: {data}/users: holds folders named by user ids (<user id>/pdfs/...) but no users/:"
-        f" this is Aviary's users folder itself; give the root above it (--storage {data})"]
+        f" this is Aviary's users folder itself; give the root above it (--storage {data})")
     assert not out.exists() and os.listdir(tmp_path) == ["data"]
 
 
@@ -144,11 +143,10 @@ def test_an_empty_storage_fails_while_the_database_has_documents_unless_allowed(
     empty = tmp_path / "empty"
     empty.mkdir()
     result = aviary("pack", "--db", url, "--storage", empty, "-o", tmp_path / "backup.tar")
-    assert result.returncode == 1
-    assert stderr_lines(result) == [
+    assert one_line_error(result) == (
         f"aviary pack: {empty}: holds nothing, while the database has {len(tables['documents'])} documents"
         f" rows of 3 users: not Aviary's storage root? Expected users/<user id>/pdfs/... there (Aviary's"
-        " DATA_DIR, or the root of its bucket); --allow-empty-storage packs it without documents"]
+        " DATA_DIR, or the root of its bucket); --allow-empty-storage packs it without documents")
     assert not (tmp_path / "backup.tar").exists()
     # A folder with something else in it, and a single-user installation's, are named as such.
     (empty / "notes.txt").write_text("x")

@@ -351,10 +351,12 @@ def _write_carried(writer: TarWriter, dirs: "_Dirs", storage: Storage, plan: inc
 
 
 def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: BinaryIO, *,
-                     redact: bool = False, now_ns: int | None = None, progress=None) -> PackSummary:
+                     redact: bool = False, now_ns: int | None = None, progress=None,
+                     allow_empty_storage: bool = False) -> PackSummary:
     """Write the archive of a single-user installation: every object under `prefix` of
     `storage` (pdfs/, or "" for a PDF_DIR folder), and the device pairing file at `pairing`
-    (left out with `redact`, or where there is none)."""
+    (left out with `redact`, or where there is none).  A storage that cannot be the
+    installation's (root.check_single_user_root) fails it, unless `allow_empty_storage`."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     mtime = now_ns / NS_PER_SECOND
     summary = PackSummary()
@@ -365,6 +367,8 @@ def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: Bi
             continue
         files.add(info)
     summary.passed_over = [entry for entry in storage.passed_over() if entry.key.startswith(prefix)]
+    if not len(files) and prefix and not allow_empty_storage:
+        root.check_single_user_root(storage, prefix)
     pairing_text = _pairing(pairing) if pairing and not redact else None
     if progress is not None:
         progress.expect(expected_size([], files))

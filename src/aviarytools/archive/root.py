@@ -5,7 +5,10 @@ aviary.db (SQLite), users/<user id>/pdfs/... (documents), users/<user id>/rmapi/
 pairing), backups/ and temp/; in a bucket, users/ and backups/ at its root; a single-user
 installation's documents under pdfs/.  So a root whose first level holds folders named by user
 ids, with pdfs/ inside, is Aviary's users/ folder itself (given one level too deep); and a root
-with no document at all, while the database has document rows, is not the installation's.
+with no document at all, while the database has document rows, is not the installation's.  A
+single-user root with no pdfs/ but .pdf or .epub files (what Aviary's own move to multi-user
+takes for documents) is the documents folder itself; one with users/<user id>/pdfs/ is a
+multi-user installation's.
 """
 
 from ..errors import AviaryError
@@ -21,11 +24,8 @@ def check_root(storage: Storage, document_rows: int, users: int) -> None:
     of `users` users."""
     holds = _what_it_holds(storage)
     if holds == "users":
-        path = storage.url.split("://", 1)[-1]
-        parent = storage.url.rsplit("/", 1)[0] or "/" if "/" in path.rstrip("/") else None
-        give = f"--storage {parent}" if parent else "the folder or bucket that holds it"
         raise AviaryError(f"{storage.url}: holds folders named by user ids (<user id>/pdfs/...) but no users/:"
-                          f" this is Aviary's users folder itself; give the root above it ({give})")
+                          f" this is Aviary's users folder itself; give the root above it ({_above(storage)})")
     if not document_rows:
         return  # a fresh installation: no documents yet
     found = {"pdfs": "holds pdfs/ but no users/ (a single-user installation? see pack --single-user)",
@@ -52,3 +52,27 @@ def _what_it_holds(storage: Storage) -> str:
         if count >= LOOKED_AT:
             break
     return seen
+
+
+def check_single_user_root(storage: Storage, prefix: str) -> None:
+    """Raise, naming the likely mistake, if `storage`, where nothing was found under `prefix`
+    (pdfs/), holds a multi-user installation's documents or is the documents folder itself."""
+    if not storage.exists():
+        return
+    for count, info in enumerate(storage.list("")):
+        if layout.document_of_key(info.key) is not None:
+            raise AviaryError(f"{storage.url}: no {prefix} but users/<user id>/pdfs/...: a multi-user installation's"
+                              " storage; pack it without --single-user")
+        if info.key.lower().endswith((".pdf", ".epub")):
+            raise AviaryError(f"{storage.url}: no {prefix} but documents ({info.key}): this is the documents folder"
+                              f" itself; give the folder above it ({_above(storage)}), or set PDF_DIR={storage.url} without"
+                              " --storage; --allow-empty-storage packs it without documents")
+        if count >= LOOKED_AT:
+            return
+
+
+def _above(storage: Storage) -> str:
+    """How to name the folder (or bucket) that holds the storage's root."""
+    path = storage.url.split("://", 1)[-1]
+    parent = storage.url.rsplit("/", 1)[0] or "/" if "/" in path.rstrip("/") else None
+    return f"--storage {parent}" if parent else "the folder or bucket that holds it"

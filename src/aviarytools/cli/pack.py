@@ -78,9 +78,8 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         raise click.UsageError("-g FILE makes an incremental of the documents: not with --no-files or --single-user")
     if single_user:
         _refuse_with_single_user({"--db": db_url, "--user": users, "--tables": tables,
-                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
-                                  "--allow-empty-storage": allow_empty_storage})
-        _pack_single_user(output, compress, redact, rmapi_conf, progress, storage)
+                                  "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files})
+        _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empty_storage, storage)
         return
     options = PackOptions(tuple(users) if users else None, table_names(tables, "--tables"),
                           table_names(exclude_tables, "--exclude-tables"), not no_files, redact,
@@ -161,7 +160,7 @@ def _refuse_with_single_user(given: dict) -> None:
         raise click.UsageError(f"--single-user packs no database: not with {', '.join(named)}")
 
 
-def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -> None:
+def _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empty_storage, storage) -> None:
     from ..archive.pack import pack_single_user
     from ..config import aviary_environment
     from ..storage import FilesystemStorage
@@ -176,7 +175,7 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, storage) -
         stream = gzip_output(out) if compress else None
         target = counted(stream or out, meter)
         summary = pack_single_user(documents, prefix, rmapi_conf, target,
-                                   redact=redact, progress=meter)
+                                   redact=redact, progress=meter, allow_empty_storage=allow_empty_storage)
         if stream:
             stream.close()
         meter.done()
