@@ -22,6 +22,7 @@ import json
 import os
 import re
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -217,10 +218,13 @@ def _finish(storage: Storage, work: Work, resumed: bool) -> None:
         for info in storage.list(prefix):
             still_staged.add(info.key)
     half = (len(work.moves) + 1) // 2
+    counting = threading.Lock()  # done() is called from the storage's transfer threads
 
     def done(count: int) -> None:
-        work.moved += count
-        if work.moved >= half > work.moved - count:
+        with counting:
+            work.moved += count
+            crossed = work.moved >= half > work.moved - count
+        if crossed:
             _stop_at("moving")
 
     # A user whose folder the target does not have yet (a first restore, a migration) gets
@@ -248,7 +252,8 @@ def _finish(storage: Storage, work: Work, resumed: bool) -> None:
     _stop_at("deleting")
 
     def deleted(count: int) -> None:
-        work.deleted += count
+        with counting:
+            work.deleted += count
 
     storage.delete_many((key for (key,) in work.stale), deleted)
     # The staged objects are gone (moved or dropped): what is left is the journal and the

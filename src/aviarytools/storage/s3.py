@@ -370,15 +370,17 @@ class S3Storage(Storage):
                 raise future.exception()
 
     def promote_many(self, pairs: Iterable[tuple[Staged, str]], done=ignore_count) -> None:
+        """Copies (and completions) side by side, then the copied staged objects deleted in
+        batches.  A copy counts as done once made: copying again is harmless."""
         copied = []
 
         def promote(pair):
             staged, key = pair
             if staged.upload is not None:
                 self._complete(staged)  # the upload to the key itself, finished
-                done(1)
             else:
                 self._copy((staged.key, key))
+            done(1)
 
         def noted(pair):
             if pair[0].upload is None:
@@ -386,7 +388,7 @@ class S3Storage(Storage):
             return pair
 
         self.transfers.each(promote, (noted(pair) for pair in pairs))
-        self.delete_many(copied, done)  # a copy is done once its staged object is gone
+        self.delete_many(copied)
 
     def delete_many(self, keys: Iterable[str], done=ignore_count) -> None:
         def delete(batch):
