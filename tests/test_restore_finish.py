@@ -143,3 +143,19 @@ def test_a_rerun_of_the_restore_finishes_the_earlier_one_first(source, tmp_path)
     assert b"an earlier restore is unfinished: finished first" in again.stderr
     assert state(db, data) == source["state"]
     assert staging_left(data) == []
+
+
+def test_a_failed_restore_or_extraction_removes_the_folders_it_made(source, tmp_path):
+    cut = source["archive"][:len(source["archive"]) // 2]
+    assert aviary("unpack", "-C", tmp_path / "new" / "out", input=cut).returncode == 1
+    assert aviary("unpack", "--create-schema", "--db", tmp_path / "aviary.db", "--storage", tmp_path / "data",
+                  input=cut).returncode == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_restore_that_never_reached_s3_names_no_staged_object(source, tmp_path):
+    unreachable = ["--storage", "s3://nowhere", "--s3-endpoint", "http://127.0.0.1:9", "--s3-path-style"]
+    result = aviary("unpack", "--create-schema", "--db", tmp_path / "aviary.db", *unreachable,
+                    input=source["archive"], env={"S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "secret"})
+    assert result.returncode == 1
+    assert b"staged" not in result.stderr, result.stderr
