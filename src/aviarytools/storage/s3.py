@@ -261,8 +261,13 @@ class S3Storage(Storage):
                 body.close()
 
     def put(self, key: str, chunks: Iterable[bytes], size: int, sync_follows: bool = False) -> None:
+        self._put(key, chunks, size)
+
+    def _put(self, key: str, chunks: Iterable[bytes], size: int, landed=None) -> None:
         self._raise_failed_put()
         future = self._upload(key, chunks, size)
+        if landed is not None:
+            future.add_done_callback(landed)  # (at once if it is done: outside the lock)
         with self._puts_lock:
             self._puts.append(future)
 
@@ -273,10 +278,8 @@ class S3Storage(Storage):
         request, no copy of its bytes); aborted by unstage_many.  Smaller ones are put
         under `staged_key` and copied into place (two requests are fewer than three)."""
         if size is None or size < DEFERRED_MIN:
-            staged = super().stage(staged_key, key, chunks, size, sync_follows)
-            with self._puts_lock:
-                self._puts[-1].add_done_callback(self._count_landed)
-            return staged
+            self._put(staged_key, chunks, size, landed=self._count_landed)
+            return Staged(staged_key)
         self._raise_failed_put()
         upload = self._upload(key, chunks, size, defer=True)
         with self._puts_lock:
@@ -299,7 +302,7 @@ class S3Storage(Storage):
 
     def settled(self, staged: Staged) -> Staged:
         upload = self._uploads.get(staged.upload) if staged.upload is not None else None
-        if upload is None:
+        if upload is None or upload.upload_id is None:  # (one never begun stays an upload: never a key)
             return staged
         self._uploads[upload.upload_id] = upload
         return Staged(staged.key, upload.upload_id)
@@ -324,7 +327,10 @@ class S3Storage(Storage):
     def unstage_many(self, staged: Iterable[Staged]) -> None:
         keys, uploads = [], []
         for item in staged:
-            (uploads if item.upload is not None else keys).append(item)
+            if item.upload is not None:
+                uploads.append(item)
+            else:
+                keys.append(item.key)
         self.transfers.each(self._abort, uploads)
         self.delete_many(keys)
 
