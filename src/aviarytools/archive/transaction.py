@@ -91,7 +91,7 @@ class Transaction:
         self.prefix = f"{STAGING}{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
         self.staged = SpillList()  # (staged key, upload handle or "", key): one per document
         self.unchanged = HashSet()  # staged keys whose very document is at its key already
-        self.stale = SpillList()  # (key,): the target's documents the archive does not hold
+        self.work: Work | None = None  # what the finish does, once prepared
         self.root_existed = storage.exists()
 
     def finish_earlier(self, dry_run: bool) -> None:
@@ -125,34 +125,17 @@ class Transaction:
     def prepare(self, stale: SpillList) -> None:
         """The staged documents on disk, then the journal beside them: called last before the
         database commits.  `stale`: (key,) of each document the finish deletes."""
-        self.stale = stale
-        if self.sync:
-            self.storage.sync()
-        self.storage.write_durably(self.prefix + JOURNAL, self._journal(len(self.staged), stale))
-
-    def _journal(self, documents: int, stale: SpillList) -> Iterator[bytes]:
-        header = {"journal": 1, "storage": self.storage.url, "documents": documents}
-        yield (json.dumps(header) + "\n").encode()
-        lines = []
+        work = self.work = Work.empty(self.prefix)
         for staged_key, handle, key in self.staged:
             staged = self.storage.settled(Staged(staged_key, handle or None))
             if staged_key in self.unchanged:
-                entry = {"drop": staged.key, **({"upload": staged.upload} if staged.upload else {})}
-            elif staged.upload is not None:
-                entry = {"complete": key, "upload": staged.upload}
+                work.drops.append((staged.key, staged.upload or ""))
             else:
-                entry = {"move": staged.key, "to": key}
-            lines.append(json.dumps(entry, ensure_ascii=False))
-            if len(lines) >= 1024:
-                yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
-                lines = []
-        for (key,) in stale:
-            lines.append(json.dumps({"delete": key}, ensure_ascii=False))
-            if len(lines) >= 1024:
-                yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
-                lines = []
-        if lines:
-            yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+                work.moves.append((staged.key, staged.upload or "", key))
+        work.stale = stale
+        if self.sync:
+            self.storage.sync()
+        self.storage.write_durably(self.prefix + JOURNAL, journal_lines(work, self.storage.url))
 
     def abort(self, error: BaseException) -> BaseException:
         """Give up the staged documents (the database did not commit): `error`, or an error
@@ -177,22 +160,12 @@ class Transaction:
 
     def finish(self) -> None:
         """After the commit: the documents into place (UnfinishedRestore if cut short)."""
-        work = Work.empty(self.prefix)
+        self.staged.clear()
         try:
-            for staged_key, handle, key in self.staged:
-                staged = self.storage.settled(Staged(staged_key, handle or None))
-                if staged_key in self.unchanged:
-                    work.drops.append((staged.key, staged.upload or ""))
-                else:
-                    work.moves.append((staged.key, staged.upload or "", key))
-            self.staged.clear()
-            work.stale, self.stale = self.stale, SpillList()
             _stop_at("committed")
         except BaseException as error:
-            raise _unfinished(self.storage, error, work) from error
-        finish(self.storage, work, resumed=False)
-        if self.sync:
-            self.storage.sync()
+            raise _unfinished(self.storage, error, self.work) from error
+        finish(self.storage, self.work, resumed=False, sync=self.sync)
 
     def discard(self) -> None:
         """A dry run: nothing was staged; nothing stays."""
@@ -202,16 +175,17 @@ class Transaction:
         self.storage.delete_prefix(self.prefix)
 
 
-def finish(storage: Storage, work: Work, *, resumed: bool) -> None:
-    """Move, drop and delete as `work` says, clear the staging prefix, the journal last.
-    `resumed`: an earlier finish may have done some of it (a staged object gone was moved)."""
+def finish(storage: Storage, work: Work, *, resumed: bool, sync: bool = True) -> None:
+    """Move, drop and delete as `work` says, then (`sync`) wait for that to be on disk, and
+    clear the staging prefix, the journal last.  `resumed`: an earlier finish may have done
+    some of it (a staged object no longer there was moved)."""
     try:
-        _finish(storage, work, resumed)
+        _finish(storage, work, resumed, sync)
     except BaseException as error:
         raise _unfinished(storage, error, work) from error
 
 
-def _finish(storage: Storage, work: Work, resumed: bool) -> None:
+def _finish(storage: Storage, work: Work, resumed: bool, sync: bool) -> None:
     prefix = work.prefix
     still_staged = HashSet()
     if resumed:
@@ -256,6 +230,8 @@ def _finish(storage: Storage, work: Work, resumed: bool) -> None:
             work.deleted += count
 
     storage.delete_many((key for (key,) in work.stale), deleted)
+    if sync:
+        storage.sync()  # the moves and deletions durable before the journal goes
     # The staged objects are gone (moved or dropped): what is left is the journal and the
     # folders (or S3 folder markers) that held them.
     storage.delete(prefix + JOURNAL)
@@ -288,6 +264,28 @@ def journals(storage: Storage) -> list[str]:
     if not storage.exists():
         return []
     return [info.key[:-len(JOURNAL)] for info in storage.list(STAGING) if _JOURNAL_KEY.fullmatch(info.key)]
+
+
+def journal_lines(work: Work, url: str) -> Iterator[bytes]:
+    """The journal of `work`: a header, then one JSON object a line, 1,024 lines a chunk."""
+    def entries() -> Iterator[dict]:
+        for staged_key, upload, key in work.moves:
+            yield {"complete": key, "upload": upload} if upload else {"move": staged_key, "to": key}
+        for staged_key, upload in work.drops:
+            yield {"drop": staged_key, **({"upload": upload} if upload else {})}
+        for (key,) in work.stale:
+            yield {"delete": key}
+
+    yield (json.dumps({"journal": 1, "storage": url, "documents": len(work.moves) + len(work.drops),
+                       "stale": len(work.stale)}) + "\n").encode()
+    lines = []
+    for entry in entries():
+        lines.append(json.dumps(entry, ensure_ascii=False))
+        if len(lines) == 1024:
+            yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+            lines = []
+    if lines:
+        yield ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
 def read_journal(storage: Storage, prefix: str) -> Work:
