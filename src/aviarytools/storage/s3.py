@@ -412,13 +412,6 @@ class S3Storage(Storage):
         self.delete_many(key for key in listed if not key.endswith("/"))
         for marker in sorted((k for k in listed if k.endswith("/")), key=lambda k: (-k.count("/"), k)):
             self.delete(marker)
-        if listed and self._listed_any(prefix):  # markers of folders listed only now
-            for marker in sorted((obj["Key"][len(self.prefix):] for obj in self._listed(self.prefix + prefix)),
-                                 key=lambda k: (-k.count("/"), k)):
-                self.delete(marker)
-
-    def _listed_any(self, prefix: str) -> bool:
-        return next(self._listed(self.prefix + prefix), None) is not None
 
     def write_durably(self, key: str, chunks: Iterable[bytes]) -> None:
         """One PUT (a multipart upload past PART_SIZE): S3 stores an object whole and durably
