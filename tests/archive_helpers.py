@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -171,8 +170,7 @@ def refused_by_every_reader(archive: bytes, expected: str, tmp_path) -> None:
 
     extracted = aviary("unpack", "-C", tmp_path / "out", input=archive)
     assert extracted.returncode == 1 and expected in extracted.stderr.decode()
-    assert [f for _, _, names in os.walk(tmp_path / "out") for f in names] == []
-    shutil.rmtree(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # a failed extraction removes the folders it made
 
 
 def all_ok(results) -> bytes:

@@ -104,7 +104,7 @@ def user_ids(tables) -> list[str]:
 
 def test_a_clean_sqlite_installation_has_no_problem(lite):
     url, data, tables = lite
-    # What belongs in Aviary's DATA_DIR beside the documents, and an unpack's staging area.
+    # What belongs in Aviary's DATA_DIR beside the documents, and an unpack's staging area (a warning).
     (data / "aviary.db-wal").write_bytes(b"")
     (data / "backups").mkdir()
     (data / "backups" / "aviary-backup-2025-07-27.tar.gz").write_bytes(b"Aviary's own backup")
@@ -116,7 +116,11 @@ def test_a_clean_sqlite_installation_has_no_problem(lite):
     found = findings(result)
     assert problems(found) == []
     assert b"no problems found" in result.stderr
-    assert {f["check"] for f in found} == {"expired", "deep-read", "user-documents"}
+    # A staging prefix without a journal: a restore cut before its commit (issue 20).
+    assert {f["check"] for f in found} == {"expired", "deep-read", "user-documents", "staging"}
+    staging = only(found, "staging")[0]
+    assert (staging["severity"], staging["subject"]) == ("warning", ".aviary-restore-0123456789ab/")
+    assert f"delete {data}/.aviary-restore-0123456789ab/" in staging["detail"]
     per_user = {f["subject"]: f["detail"] for f in only(found, "user-documents")}
     assert set(per_user) == set(user_ids(tables))
     assert all("3 documents (3003 bytes) in storage, 3 documents rows (3003 bytes" in d for d in per_user.values())
@@ -293,11 +297,13 @@ def test_folders_and_objects_outside_the_layout(any_storage):
     for key, body in [("users/not-a-uuid/pdfs/a.pdf", b"a"), ("users/not-a-uuid/pdfs/b.pdf", b"bb"),
                       (f"users/{stranger}/pdfs/c.pdf", b"ccc"), (f"users/{user}/notes.txt", b"n"),
                       ("stray.pdf", b"s"), (f"users/{user}/pdfs/empty.pdf", b""),
-                      ("backups/aviary.tar.gz", b"ignored"), (".aviary-restore-00ff/x", b"ignored")]:
+                      ("backups/aviary.tar.gz", b"ignored"), (".aviary-restore-00ff/x", b"staged")]:
         storage.write(key, [body], len(body))
     found = run_check(url, storage)
     assert problems(found) == []  # odd, but Aviary works: warnings
     assert [(f["check"], f["subject"], f["detail"]) for f in warnings(found)] == [
+        ("staging", ".aviary-restore-00ff/", "staged by a restore cut before its commit (1 object(s), 6 bytes;"
+         f" nothing uses them): once no restore runs, delete {storage.url}/.aviary-restore-00ff/"),
         ("layout", "stray.pdf", "outside Aviary's layout (users/<uuid>/pdfs/...)"),
         ("user-folder", f"users/{stranger}/", "no user has this id (1 object, 3 bytes)"),
         ("layout", f"users/{user}/notes.txt", "outside Aviary's layout (users/<uuid>/pdfs/...)"),

@@ -12,7 +12,7 @@ import pytest
 
 from aviarytools.errors import ConfigError, StorageError
 from aviarytools.storage import (
-    FilesystemStorage, S3Storage, open_storage, resolve_storage, storage_from_env,
+    FilesystemStorage, S3Storage, Staged, open_storage, resolve_storage, storage_from_env,
 )
 
 MiB = 1 << 20
@@ -190,7 +190,7 @@ def test_what_a_backend_declares_it_can_do_it_does(storage):
     if can.moves_folders:
         assert storage.promote_folder(".staged/users/u2/", "users/u2/")
     else:
-        storage.promote(".staged/users/u2/pdfs/b.pdf", "users/u2/pdfs/b.pdf")
+        storage.promote(Staged(".staged/users/u2/pdfs/b.pdf"), "users/u2/pdfs/b.pdf")
     assert keys(storage) == ["users/u1/pdfs/a.pdf", "users/u2/pdfs/b.pdf"]
     assert list(storage.irregular_entries(lambda key: False)) == []
 
@@ -221,7 +221,7 @@ def test_a_document_written_or_moved_over_another_keeps_its_mode(tmp_path):
         os.chmod(tmp_path / key, 0o640)
     storage.write("users/u1/pdfs/a.pdf", [b"new"])
     storage.write(".staged/b.pdf", [b"new"])
-    storage.promote(".staged/b.pdf", "users/u1/pdfs/b.pdf")
+    storage.promote(Staged(".staged/b.pdf"), "users/u1/pdfs/b.pdf")
     for name in ("a.pdf", "b.pdf"):
         path = tmp_path / "users/u1/pdfs" / name
         assert (path.read_bytes(), stat.S_IMODE(path.stat().st_mode)) == (b"new", 0o640)

@@ -9,6 +9,10 @@ contains a secret: `redact` scrubs every password or key the process has seen.
 class AviaryError(Exception):
     """An error the user can act on: printed as one line, exit status 1."""
 
+    def lines(self) -> list[str]:
+        """What is printed: one line, but for a few errors that need more (at most three)."""
+        return [str(self)]
+
 
 class ConfigError(AviaryError):
     """The database or storage location is missing or malformed."""

@@ -6,6 +6,7 @@ from pathlib import Path
 # The modules import the tests' helpers (servers, archive_helpers) as top-level modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from .commit_window import commit_window_cases  # noqa: E402
 from .concurrency import concurrency_cases  # noqa: E402
 from .damage import corruption_cases, truncation_cases  # noqa: E402
 from .hostile_rows import hostile_row_cases  # noqa: E402
@@ -17,4 +18,4 @@ from .signals import signal_cases  # noqa: E402
 
 # The incrementals run before the secrets: that family's last case sums up every command's output.
 FAMILIES = [truncation_cases, corruption_cases, hostile_tar_cases, hostile_row_cases, server_failure_cases,
-            concurrency_cases, signal_cases, incremental_cases, secret_cases]
+            concurrency_cases, signal_cases, incremental_cases, commit_window_cases, secret_cases]

@@ -49,11 +49,14 @@ class Extraction(Consumer):
         self.files = HashSet()
         self.folders: dict[str, str] = {}  # a member's folder name -> its checked path
         self.checked: set[str] = set()  # folders checked (real, ours to write in) or made
+        self.made: list[str] = []  # folders made here, parents first: a failure removes them
         self.summary = ExtractSummary()
         self._open: int | None = None  # the file a member being read by the walk is written to
 
     def run(self, stream: BinaryIO, source: str, progress=None) -> ExtractSummary:
+        missing = [str(p) for p in (self.root, *self.root.parents) if not p.exists()]
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.made = missing[::-1]
         self.real_root = self.root.resolve()
         try:
             raise_problems(Walk(stream, source, self, progress))
@@ -66,6 +69,9 @@ class Extraction(Consumer):
             for temp, _ in self.pending:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
+            for folder in reversed(self.made):
+                with contextlib.suppress(OSError):  # not empty: something else is in it
+                    os.rmdir(folder)
             raise
         return self.summary
 
@@ -198,6 +204,7 @@ class Extraction(Consumer):
                 raise ArchiveError(f"{shown}: both a file and a folder in the archive")
             if mode is None:
                 os.mkdir(part, 0o700)
+                self.made.append(part)
                 os.chmod(part, 0o700)
             elif not stat.S_ISDIR(mode):
                 raise ArchiveError(f"{name}: {part} exists and is not a folder")

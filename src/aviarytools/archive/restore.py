@@ -4,17 +4,18 @@ One pass over the archive, in whatever order its members come (Aviary writes
 users.json after the tables that reference it):
 - each table member is staged (rows.stage_rows, as load-table does) inside
   one transaction;
-- each document is written under a staging prefix of the storage;
+- each document is staged (transaction.py: written aside, nothing live changes);
 - at the end the checksums are held against what was read, the staged
-  tables are applied parents first (stale rows removed children first), and
-  the transaction commits;
+  tables are applied parents first (stale rows removed children first), the
+  journal of what the documents' finish does is written, and the database
+  commits;
 - only then do staged documents move to their keys and stale documents go.
 A failure before the commit rolls the database back and deletes the staged
-objects: the old database and every old object are as they were.
+objects: the old database and every old object are as they were.  One after
+it says so and how to finish (transaction.py).
 """
 
 import functools
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
@@ -24,12 +25,12 @@ import xxhash
 from .. import declared, schema
 from .. import rows as rows_module
 from ..db import Database
-from ..errors import AviaryError, InputError
-from ..query import quote_ident, quote_literal
+from ..errors import InputError
 from ..spill import HashSet, SpillList
-from ..storage import Listing, ObjectInfo, Storage
+from ..storage import Listing, ObjectInfo, Staged, Storage
 from . import layout
 from .inspect import archived_tables
+from .transaction import Transaction
 from .walk import Consumer, Item, Walk, raise_problems
 
 
@@ -75,12 +76,9 @@ class Restore(Consumer):
         self.use_db = db is not None and options.include_db
         self.summary = RestoreSummary()
         self.stages: dict[str, tuple] = {}
-        # One entry per document: these move to a temporary file when there are many.
-        self.staged_objects = SpillList()  # (staged key, key)
         self.restored_keys = HashSet()
         self.configs: list[tuple[str, str, str]] = []
-        self.prefix = f".aviary-restore-{os.urandom(6).hex()}/"  # as secrets.token_hex, without its imports
-        self.staged_under_prefix = False  # whether anything was put under it (else nothing to clear)
+        self.transaction = Transaction(storage, sync=options.sync, warn=warn) if storage is not None else None
         self.archive_has_files = True
         self.user_ids: tuple[str, ...] | None = None
         self.unknown_columns: dict[tuple[str, str], int] = {}  # (table, column) -> values dropped
@@ -91,32 +89,32 @@ class Restore(Consumer):
     # -- the pass over the archive -------------------------------------------
 
     def run(self, stream: BinaryIO, source: str, progress=None) -> RestoreSummary:
+        documents = self.transaction
+        if documents is not None and self.options.include_files:
+            documents.finish_earlier(self.options.dry_run)
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
                 raise_problems(Walk(stream, source, self, progress))
                 stale = self._stale_documents()  # listed while the last uploads still go up
-                if self.storage is not None:
-                    self.storage.settle()  # every staged document complete (uploads may still be going)
+                if documents is not None:
+                    documents.settle()  # every staged document complete (uploads may still be going)
                 if self.adopter is not None:
                     self._adopt()
                 elif self.use_db:
                     self._apply_configs()
                     self._apply_tables()
-                if not self.options.dry_run:
-                    self._sync_storage()  # the staged documents are on disk before the database names them
+                if documents is not None and not self.options.dry_run:
+                    documents.prepare(stale)  # on disk, and the journal beside them, before the commit
         except BaseException as error:
-            left = self._discard_staged_objects()
-            if left and isinstance(error, AviaryError):
-                raise type(error)(f"{error}; {left} staged object(s) could not be removed: once the"
-                                  f" storage answers, {self.storage.leftovers(self.prefix)}") from error
-            raise
-        if self.options.dry_run:
-            self._discard_staged_objects()
-        else:
-            self._promote_objects()
-            if self.storage is not None:
-                self.storage.delete_many(key for (key,) in stale)
-            self._sync_storage()
+            told = documents.abort(error) if documents is not None else error
+            if told is error:
+                raise
+            raise told from error
+        if documents is not None:
+            if self.options.dry_run:
+                documents.discard()
+            else:
+                documents.finish()
         stale.clear()
         note = rows_module.rounding_note({table: sum(result.rounded.values())
                               for table, (_, result) in self.stages.items() if result.rounded})
@@ -306,19 +304,14 @@ class Restore(Consumer):
             return
         self._stage(layout.storage_key(entry.user_id, entry.path), item)
 
-    def _stage(self, key: str, item: Item) -> str | None:
-        """Write the document aside (under the staging prefix, or where the storage keeps such
-        things); it becomes `key` after the commit.  What the storage calls it, if written."""
+    def _stage(self, key: str, item: Item) -> Staged | None:
+        """Write the document aside (transaction.py); it becomes `key` after the commit."""
         self.restored_keys.add(key)
         self.summary.documents += 1
         self.summary.document_bytes += item.member.size
         if self.options.dry_run:
             return None
-        staged = self.storage.stage(self.prefix + key, key, item.content.views(), item.member.size,
-                                    sync_follows=self.options.sync)
-        self.staged_objects.append((staged, key))
-        self.staged_under_prefix = self.staged_under_prefix or staged.startswith(self.prefix)
-        return staged
+        return self.transaction.stage(key, item.content.views(), item.member.size)
 
     def on_config(self, item: Item) -> None:
         entry = item.entry
@@ -344,13 +337,9 @@ class Restore(Consumer):
                 raise InputError(f"{key}: user {self.options.adopt} has a different document there already:"
                                  " rename one of them, then adopt again (nothing was changed)")
             if staged is not None:  # (a dry run stages nothing)
-                self.adopted.unchanged.add(staged)
+                self.transaction.keep_live(staged)
         if self.adopted.pairing is not None:
-            column = quote_ident("rmapi_config")
-            where = f"WHERE id = {self.db.uuid_literal(self.adopter)}"
-            if self.db.execute(f"SELECT 1 FROM users {where} AND ({column} IS NULL OR {column} = '')"):
-                self.db.execute(f"UPDATE users SET {column} = {quote_literal(self.adopted.pairing)} {where}")
-            else:
+            if not self.db.pair_if_unpaired("users", self.adopter, self.adopted.pairing):
                 self.warn(f"{layout.PAIRING}: user {self.options.adopt} has a device pairing already: kept"
                           " (the archive's is not used)")
 
@@ -359,13 +348,8 @@ class Restore(Consumer):
         staged = self.stages.get("users")
         if staged is None or not self.configs:
             return
-        stage = staged[0]
         for user_id, text, name in self.configs:
-            self.db.execute(
-                f"UPDATE {stage.name} SET {quote_ident('rmapi_config')} = {quote_literal(text)}"
-                f" WHERE CAST(id AS TEXT) = {quote_literal(user_id)}"
-                f" AND ({quote_ident('rmapi_config')} IS NULL OR {quote_ident('rmapi_config')} = '')"
-            )
+            self.db.pair_if_unpaired(staged[0].name, user_id, text)
 
     def _apply_tables(self) -> None:
         order = schema.dependency_order(self.stages)
@@ -392,15 +376,8 @@ class Restore(Consumer):
             return
         if not self.db.table("system_settings").has_column("updated_by"):
             return
-        where = (f"updated_by IS NOT NULL AND NOT EXISTS"
-                 f" (SELECT 1 FROM {staged[0].name} AS s WHERE s.id = system_settings.updated_by)")
-        if self.user_ids is not None:
-            where += f" AND updated_by IN ({', '.join(self.db.uuid_literal(u) for u in self.user_ids)})"
-        released = self.db.execute(f"SELECT count(*) FROM system_settings WHERE {where}")[0][0]
-        if not released:
-            return
-        self.db.execute(f"UPDATE system_settings SET updated_by = NULL WHERE {where}")
-        if "system_settings" not in self.stages:
+        released = self.db.release_settings_of_leaving_users(staged[0], self.user_ids)
+        if released and "system_settings" not in self.stages:
             self.warn(f"system_settings: updated_by set to null in {released} row(s): "
                       "their user is not in the archive")
 
@@ -408,51 +385,6 @@ class Restore(Consumer):
         return self.user_ids if self.user_ids is not None and schema.user_column(table) else None
 
     # -- objects -------------------------------------------------------------
-
-    def _promote_objects(self) -> None:
-        if self.storage is None:  # --no-files
-            return
-        # A user whose folder the target does not have yet (a first restore, a
-        # migration) gets the whole staged folder in one move, where the storage can.
-        whole = self.storage.capabilities.moves_folders
-        moved: dict[str, bool] = {}
-
-        def one_by_one():
-            for staged, key in self.staged_objects:
-                folder = layout.storage_key(layout.document_of_key(key)[0], "")
-                if staged in self.adopted.unchanged:
-                    unneeded.append(staged)
-                    continue  # the very document is there already
-                if whole and folder not in moved:
-                    moved[folder] = self.storage.promote_folder(self.prefix + folder, folder)
-                if not moved.get(folder):
-                    yield staged, key
-
-        unneeded: list[str] = []
-        self.storage.promote_many(one_by_one())  # side by side, where the storage can
-        self.storage.unstage_many(unneeded)
-        self.staged_objects.clear()
-        if self.staged_under_prefix:  # (large documents on S3 go up to their own keys)
-            self.storage.clear_prefix(self.prefix)
-
-    def _sync_storage(self) -> None:
-        if self.storage is not None and self.options.sync:
-            self.storage.sync()
-
-    def _discard_staged_objects(self) -> int:
-        """Delete the staged objects; how many could not be (the storage is down)."""
-        if self.storage is None:
-            return 0
-        left = len(self.staged_objects)
-        try:
-            self.storage.discard()  # uploads still under way end first
-            self.storage.unstage_many(staged for staged, _ in self.staged_objects)
-            self.storage.clear_prefix(self.prefix)
-            left = 0
-        except Exception:  # the failure being reported matters more
-            pass
-        self.staged_objects.clear()
-        return left
 
     def _stale_documents(self) -> SpillList:
         """The target's documents a replace removes after the commit, those the archive does
@@ -484,8 +416,7 @@ class Adoption:
     """unpack --adopt: what the adopting user has, and what the archive brings them."""
 
     existing: dict[str, int] = field(default_factory=dict)  # the user's documents: key -> size
-    overlapping: list[tuple[str, str, int, str]] = field(default_factory=list)  # (staged, key, size, XXH128)
-    overlap: tuple[str | None, str, int] | None = None  # the member being read, if it is one
-    unchanged: HashSet = field(default_factory=HashSet)  # staged keys whose document is there already
+    overlapping: list[tuple[Staged | None, str, int, str]] = field(default_factory=list)  # (staged, key, size, XXH128)
+    overlap: tuple[Staged | None, str, int] | None = None  # the member being read, if it is one
     pairing: str | None = None
     download_copies: int = 0  # single-user/pdfs/downloads/<token>/ files: not adopted

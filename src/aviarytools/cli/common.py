@@ -174,7 +174,8 @@ def _run(group: click.Group) -> None:
         click.echo(f"{_failed_command(name)}: interrupted", err=True)
         sys.exit(130)
     except AviaryError as e:
-        click.echo(f"{_failed_command(name)}: {errors.message(str(e))}", err=True)
+        for line in e.lines():
+            click.echo(f"{_failed_command(name)}: {errors.message(line)}", err=True)
         sys.exit(1)
     except (BrokenPipeError, PipeClosed):
         _quiet_stdout()

@@ -32,21 +32,37 @@ from .common import archive_argument, closing, db_option, info, input_name, open
               "columns' values (each is named); without it such a restore stops before writing.")
 @click.option("--adopt", metavar="ID|NAME",
               help="A single-user archive (pack --single-user): its documents and pairing become this user's.")
+@click.option("--finish", is_flag=True,
+              help="Finish a restore whose database committed but whose documents did not all move into "
+              "place, from its journal in --storage (no ARCHIVE, no --db).")
 @progress_option
 def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
-            dry_run, no_sync, accept_column_loss, adopt, progress, **storage):
+            dry_run, no_sync, accept_column_loss, adopt, finish, progress, **storage):
     """Restore ARCHIVE ({archive}) into a database and storage.
 
-    The database part is one transaction: any bad row, corrupt member or
-    failed check leaves the old database as it was.  Documents are written
-    aside first, moved into place after the commit, and stale ones removed
-    only then.  With -C DIR the members are extracted safely into DIR.
+    A restore has three phases.  It stages: the database's rows go into one
+    transaction and the documents are written aside; any bad row, corrupt
+    member or failed check leaves the target as it was.  It commits: a
+    journal of what is left to do is written beside the staged documents,
+    then the database commits.  It finishes: the staged documents move into
+    place, stale ones are removed, the journal last.  If the finish is cut
+    short (the storage lost, a signal), the three lines printed say so and
+    `aviary unpack --finish --storage URL` completes it from the journal.
+    With -C DIR the members are extracted safely into DIR.
 
     \b
       aws s3 cp s3://backups/aviary.tar.gz - | aviary unpack --db postgresql://... --storage s3://bucket
       aviary unpack --user alice --dry-run < aviary.tar
       aviary unpack -C /tmp/look < aviary.tar
+      aviary unpack --finish --storage s3://bucket
     """
+    if finish:
+        _finish(archive, {
+            "-C": directory, "--by-username": by_username, "--db": db_url, "--user": users, "--tables": tables,
+            "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
+            "--create-schema": create_schema, "--dry-run": dry_run, "--no-sync": no_sync,
+            "--accept-column-loss": accept_column_loss, "--adopt": adopt, "--mode": mode != "replace"}, storage)
+        return
     meter = Progress("unpack", progress)
     stream = CountingReader(archive, meter)
     source = input_name(archive)
@@ -89,6 +105,24 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
                + (" (dry run)" if dry_run else ""))
     report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+def _finish(archive, given: dict, storage_settings: dict) -> None:
+    """unpack --finish: the restores left unfinished in the storage, finished from their journals."""
+    named = [option for option, value in given.items() if value]
+    if named:
+        raise click.UsageError(f"--finish works from the journal in --storage alone: not with {', '.join(named)}")
+    if input_name(archive) != "-":
+        raise click.UsageError("--finish works from the journal in --storage alone: no ARCHIVE")
+    from ..archive.transaction import finish_journals
+
+    with open_storage(**storage_settings) as storage:
+        finished = finish_journals(storage)
+        if not finished:
+            info(f"{storage.url}: no unfinished restore")
+        for work in finished:
+            info(f"{storage.url}/{work.prefix}: finished: {work.moved} document(s) in place,"
+                 f" {work.deleted} stale document(s) deleted")
 
 
 def _open_target(db_url, create_schema, dry_run):

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-from .. import schema
+from .. import schema, timestamps
 from ..config import display_url
 from ..errors import DatabaseError, InputError
 from ..model import Column, ForeignKey, Kind, Table
@@ -221,6 +221,14 @@ class Database(ABC):
     def order_sql(self, column: Column) -> str:
         return q(column.name)
 
+    def row_with_key(self, table: Table, columns: tuple[str, ...], key: list[tuple[Column, object]]) -> bytes | None:
+        """The canonical JSON line of `columns` of the row whose key columns hold the values
+        `key` pairs with them (as values.coerce gives them), or None if there is none."""
+        where = " AND ".join(f"{q(column.name)} = {_key_literal(column, value)}" for column, value in key)
+        for line in self.rows(table, Query(columns=columns, where=where)):
+            return bytes(line)
+        return None
+
     def user_condition(self, table: Table, user_ids: tuple[str, ...]) -> str:
         column = schema.user_column(table.name)
         if column is None or not table.has_column(column):
@@ -266,6 +274,28 @@ class Database(ABC):
         return column_name if "." in column_name else q(column_name)
 
     # -- writing -------------------------------------------------------------
+
+    def pair_if_unpaired(self, table: str, user_id: str, rmapi_config: str) -> bool:
+        """Give the user in `table` (users, or a stage of it) this device pairing if they have
+        none; whether they had none."""
+        column = q("rmapi_config")
+        where = f"WHERE CAST(id AS TEXT) = {quote_literal(user_id)} AND ({column} IS NULL OR {column} = '')"
+        if not self.execute(f"SELECT 1 FROM {table} {where}"):
+            return False
+        self.execute(f"UPDATE {table} SET {column} = {quote_literal(rmapi_config)} {where}")
+        return True
+
+    def release_settings_of_leaving_users(self, users: "Stage", user_ids: tuple[str, ...] | None) -> int:
+        """system_settings.updated_by set to null where it names a user (of `user_ids`, if
+        given) who is not among the staged `users`: how many rows."""
+        where = (f"updated_by IS NOT NULL AND NOT EXISTS"
+                 f" (SELECT 1 FROM {users.name} AS s WHERE s.id = system_settings.updated_by)")
+        if user_ids is not None:
+            where += f" AND updated_by IN ({', '.join(self.uuid_literal(u) for u in user_ids)})"
+        released = self.execute(f"SELECT count(*) FROM system_settings WHERE {where}")[0][0]
+        if released:
+            self.execute(f"UPDATE system_settings SET updated_by = NULL WHERE {where}")
+        return released
 
     def default(self, table: Table, column: Column) -> object:
         """The column's default as a JSON-ish value, evaluated once per load."""
@@ -540,6 +570,17 @@ class Database(ABC):
         if column.default_sql:
             sql += f" DEFAULT {column.default_sql}"
         return sql
+
+
+def _key_literal(column: Column, value) -> str:
+    """An SQL literal of a key value, as values.coerce gave it."""
+    if column.kind is Kind.TIMESTAMP:
+        return quote_literal(timestamps.to_rfc3339(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return quote_literal(str(value))
 
 
 def kind_from_declared_type(declared: str) -> Kind:

@@ -36,7 +36,7 @@ from ..db import Database
 from ..errors import InputError, MissingObject, StorageError
 from ..findings import LIMIT, Capped, Finding, info, problem, short
 from ..model import Kind, Table
-from ..query import Query, quote_ident, quote_literal
+from ..query import Query
 from ..storage import Storage
 from ..values import canonical_uuid, coerce
 from .storage import read_object
@@ -298,10 +298,9 @@ class TableComparison:
     def _recheck(self) -> Iterator[Finding]:
         """Rows set aside by hash that differ: fetch the live row again to name the columns."""
         for key, line in self.recheck:
-            where = " AND ".join(f"{quote_ident(c.name)} = {_literal(c, v)}" for c, v in zip(self.key_columns, key))
-            live = list(self.db.rows(self.table, Query(columns=tuple(self.order), where=where)))
-            if live:
-                self._pair(key, line, bytes(live[0]))
+            live = self.db.row_with_key(self.table, tuple(self.order), list(zip(self.key_columns, key)))
+            if live is not None:
+                self._pair(key, line, live)
             else:
                 self._report("row-missing", f"{self._key_text(key)}: in the archive, not in the live database")
             yield from self._flush()
@@ -336,17 +335,6 @@ class TableComparison:
 
 def _shown_key(column, value) -> str:
     return timestamps.to_rfc3339(value) if column.kind is Kind.TIMESTAMP else str(value)
-
-
-def _literal(column, value) -> str:
-    """An SQL literal of a key value, as `coerce` gave it."""
-    if column.kind is Kind.TIMESTAMP:
-        return quote_literal(timestamps.to_rfc3339(value))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return quote_literal(str(value))
 
 
 def _owner(value) -> str | None:

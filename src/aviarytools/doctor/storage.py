@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from ..archive import layout
+from ..archive.transaction import JOURNAL, STAGING, finish_command
 from ..errors import StorageError
 from ..storage import ObjectInfo, Storage
-from ..findings import WARNING, Capped, Finding, info, problem
+from ..findings import WARNING, Capped, Finding, info, problem, warning
 
 BUFFER_SIZE = 1 << 20
-STAGING_PREFIX = ".aviary-restore-"  # unpack stages documents here until its commit
 _PLAIN_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
 
@@ -33,7 +33,7 @@ def ignored(storage: Storage, key: str) -> bool:
     in a storage that may be Aviary's DATA_DIR, the SQLite database files.
     """
     first, slash, _ = key.partition("/")
-    if first.startswith(STAGING_PREFIX) or (first == "backups" and slash):
+    if first.startswith(STAGING) or (first == "backups" and slash):
         return True
     return storage.capabilities.shares_data_dir and not slash and first.startswith("aviary.db")
 
@@ -162,6 +162,7 @@ def check_storage(storage: Storage, users: dict[str, str], tally: StorageTally, 
                   progress=None) -> Iterator[Finding]:
     """Every storage problem found; documents per user counted into `tally`."""
     yield from irregular_entries(storage)
+    yield from restores_left(storage)
     # Odd but working: Aviary serves its documents all the same.
     folders = Capped("user-folder", severity=WARNING)
     outside = Capped("layout", severity=WARNING)
@@ -219,6 +220,36 @@ def _offered(cap: Capped, detail: str, subject: str) -> Iterator[Finding]:
 def _report_folder(cap: Capped, folder: _Folder) -> Iterator[Finding]:
     objects = f"{folder.objects} object{'s' if folder.objects != 1 else ''}"
     yield from _offered(cap, f"{folder.why} ({objects}, {folder.bytes} bytes)", folder.prefix)
+
+
+def restores_left(storage: Storage) -> Iterator[Finding]:
+    """Staging prefixes of restores (transaction.py): one with a journal committed its database
+    and did not finish moving its documents (a problem: the database names documents that are
+    not at their keys); one without was cut before its commit (its objects serve nothing)."""
+    prefix, objects, size, journal = None, 0, 0, False
+
+    def report() -> Iterator[Finding]:
+        if journal:
+            yield problem("unfinished-restore", "a restore committed its database but did not move all its"
+                          f" documents into place: run `{finish_command(storage)}`", prefix)
+        elif prefix is not None:
+            yield warning("staging", f"staged by a restore cut before its commit ({objects} object(s),"
+                          f" {size} bytes; nothing uses them): once no restore runs, delete {storage.url}/{prefix}",
+                          prefix)
+
+    try:
+        for obj in storage.list(STAGING) if storage.exists() else ():
+            first = obj.key.split("/", 1)[0] + "/"
+            if first != prefix:
+                yield from report()
+                prefix, objects, size, journal = first, 0, 0, False
+            journal = journal or obj.key == prefix + JOURNAL
+            objects += 1
+            size += obj.size
+    except StorageError as err:
+        yield problem("unreadable", f"listing failed: {err}")
+        return
+    yield from report()
 
 
 def irregular_entries(storage: Storage) -> Iterator[Finding]:

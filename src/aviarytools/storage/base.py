@@ -17,6 +17,10 @@ from .transfers import Transfers
 CHUNK_SIZE = 1 << 20
 
 
+def ignore_count(count: int) -> None:
+    """The default `done` of promote_many and delete_many."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do, as it declares it: callers choose their way by these,
@@ -51,6 +55,16 @@ class ObjectInfo(NamedTuple):
     mtime: float  # seconds since the epoch
     etag: str | None = None  # S3 ETag without quotes; None on a filesystem
     mtime_ns: int | None = None  # a file's nanoseconds, where the storage keeps them (a folder)
+
+
+class Staged(NamedTuple):
+    """A document stage() wrote aside, which becomes its key only once a restore commits: an
+    object under the staging prefix (upload None), or, where the storage can, an upload to the
+    key itself left incomplete (upload: the storage's id for it).  A named tuple: a restore keeps
+    one per document in a SpillList, and writes them to its journal."""
+
+    key: str  # the staged object's key; for an upload, the key it completes
+    upload: str | None = None
 
 
 class Storage(ABC):
@@ -93,15 +107,14 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""
 
-    def promote(self, staged_key: str, key: str) -> None:
-        """Move a complete object from `staged_key` to `key`, replacing what is there.
-
-        Restores stage every object first and promote them after the database
-        commits, so a failed restore never overwrites a live document.
-        """
-        info = self.stat(staged_key)
-        self.write(key, self.read(staged_key), info.size if info else None)
-        self.delete(staged_key)
+    def promote(self, staged: Staged, key: str) -> None:
+        """Move a complete staged object to `key`, replacing what is there.  MissingObject
+        if the staged object is not there (it was moved already, or never written)."""
+        info = self.stat(staged.key)
+        if info is None:
+            raise self.error(staged.key, "no such staged object", missing=True)
+        self.write(key, self.read(staged.key), info.size)
+        self.delete(staged.key)
 
     # -- many objects at once: side by side where the backend can (transfers.py) ----------
 
@@ -135,34 +148,56 @@ class Storage(ABC):
         """Wait for every put() (and stage()) to be complete; raise the first that failed."""
 
     def stage(self, staged_key: str, key: str, chunks: Iterable[bytes], size: int,
-              sync_follows: bool = False) -> str:
+              sync_follows: bool = False) -> Staged:
         """Store an object that is to become `key` only once a restore commits: by default a
-        put() under `staged_key`.  Returns what promote_many() and unstage_many() take."""
+        put() under `staged_key`."""
         self.put(staged_key, chunks, size, sync_follows)
-        return staged_key
+        return Staged(staged_key)
 
-    def unstage_many(self, staged: Iterable[str]) -> None:
-        """Give up objects stage() returned (a failed restore): none is left behind."""
-        self.delete_many(staged)
+    def settled(self, staged: Staged) -> Staged:
+        """After settle(): `staged` as another process can promote it (a restore's journal)."""
+        return staged
+
+    def landed(self) -> int | None:
+        """How many staged objects were stored so far, where puts end in the background
+        (None: every stage() that returned stored its object)."""
+        return None
+
+    def unstage_many(self, staged: Iterable[Staged]) -> None:
+        """Give up staged objects (a failed restore): none is left behind; one not there is
+        no error."""
+        self.delete_many(s.key for s in staged)
 
     def leftovers(self, prefix: str) -> str:
         """What to do by hand about a restore's staged objects a dead storage kept."""
         return f"delete {self.url}/{prefix}"
 
-    def promote_many(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """promote(staged, key) for every pair (staged: what stage() returned)."""
+    def promote_many(self, pairs: Iterable[tuple[Staged, str]], done: Callable[[int], None] = ignore_count) -> None:
+        """promote(staged, key) for every pair; done(1) after each one."""
         for staged, key in pairs:
             self.promote(staged, key)
+            done(1)
 
-    def delete_many(self, keys: Iterable[str]) -> None:
+    def delete_many(self, keys: Iterable[str], done: Callable[[int], None] = ignore_count) -> None:
         """delete(key) for every key (in batches of capabilities.batch_delete where the
-        backend has them)."""
+        backend has them); done(n) once n more are gone."""
         for key in keys:
             self.delete(key)
+            done(1)
 
-    def clear_prefix(self, prefix: str) -> None:
-        """Delete everything under `prefix` (a restore's staging prefix), and what held it."""
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete everything under `prefix` (a restore's staging prefix, ending in "/"), and
+        what held it (folders, folder markers)."""
         self.delete_many([info.key for info in self.list(prefix)])
+
+    def write_durably(self, key: str, chunks: Iterable[bytes]) -> None:
+        """An object complete and durable when this returns, or not there at all."""
+        self.write(key, chunks)
+        self.sync()
+
+    def command_options(self) -> list[str]:
+        """The options that, beside --storage URL, open this storage again (none secret)."""
+        return []
 
     def discard(self) -> None:
         """Give up the puts not complete yet (a restore failed): none of them is left behind."""
@@ -193,6 +228,9 @@ class Storage(ABC):
         into, before it reads or writes anything: a bucket that does not exist (a server
         such as SeaweedFS would make a misspelt one on the first write).  A folder passes:
         a restore makes one that is not there yet."""
+
+    def remove_root_if_empty(self) -> None:
+        """A failed restore made the root: it goes again if nothing is in it."""
 
     def irregular_entries(self, skip: Callable[[str], bool]) -> Iterator[Irregular]:
         """Entries that are not objects, which list() passes over (keys `skip` says to leave

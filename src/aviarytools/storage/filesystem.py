@@ -20,7 +20,7 @@ import xxhash
 
 from .. import ownership
 from ..errors import ConfigError, StorageError, UnreadableObject
-from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Storage, hashing
+from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Staged, Storage, hashing
 
 TEMP_PREFIX = ".aviary-tmp-"
 # read_ahead reads into two buffers of this size, reused from file to file; from
@@ -109,6 +109,10 @@ class FilesystemStorage(Storage):
 
     def exists(self) -> bool:
         return self.root.is_dir()
+
+    def remove_root_if_empty(self) -> None:
+        with contextlib.suppress(OSError):  # not empty, or not there
+            os.rmdir(self._root)
 
     def _new_owner(self) -> ownership.Owner | None:
         if not self._owner_known:
@@ -248,8 +252,8 @@ class FilesystemStorage(Storage):
             self._remove_made(made)
             raise
 
-    def promote(self, staged_key: str, key: str) -> None:
-        source, path = self._path(staged_key), self._path(key)
+    def promote(self, staged: Staged, key: str) -> None:
+        source, path = self._path(staged.key), self._path(key)
         with self._translated(key):
             self._take_place_of(path, source)
             try:
@@ -275,7 +279,29 @@ class FilesystemStorage(Storage):
         if os.geteuid() == 0:
             ownership.give(new, (st.st_uid, st.st_gid))
 
-    def clear_prefix(self, prefix: str) -> None:
+    def write_durably(self, key: str, chunks: Iterable[bytes]) -> None:
+        """The file and its folder's entry for it fsynced: on disk when this returns."""
+        path = self._path(key)
+        with self._translated(key):
+            fd, temp = self._create_temp(os.path.dirname(path), [])
+            try:
+                try:
+                    write_all(fd, chunks)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(temp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+            folder = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+
+    def delete_prefix(self, prefix: str) -> None:
         folder = self._path(prefix.rstrip("/"))
         if not os.path.isdir(folder):
             return

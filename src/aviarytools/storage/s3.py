@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, redact, register_secret
 from ..spill import sorted_records
-from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Storage, hashing
+from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Staged, Storage, ignore_count, hashing
 from .transfers import Transfers
 
 PART_SIZE = 8 << 20  # bodies below this go in one put_object; larger ones go, and are read, in parts
@@ -39,7 +39,6 @@ DEFAULT_CONCURRENCY = 16
 # a server-side copy costs the server a read and a write of every byte (1.1 s for 96 MiB on the
 # bench's SeaweedFS), completing an upload one request.
 DEFERRED_MIN = 1 << 20
-UPLOAD_MARK = "upload:"  # a staged token that is an upload id, not a key (keys never start so)
 
 
 def from_url(url: str, environ, options) -> "S3Storage":
@@ -134,7 +133,10 @@ class S3Storage(Storage):
         # Bytes held for requests: up to 4 MiB per request in flight, 64 MiB in all.
         self._transfers = Transfers(concurrency, min(concurrency * (4 << 20), 64 << 20), name="s3")
         self._puts: list[Future] = []
-        self._uploads: dict[str, _MultipartUpload] = {}  # staged as uploads to their own key
+        # Staged as uploads to their own key, by the handle stage() gave (and, once settled, by
+        # their upload id as well).
+        self._uploads: dict[str, _MultipartUpload] = {}
+        self._landed = 0  # staged objects stored (their puts end in the background)
         self._deferred = False  # stage() has left uploads incomplete, to be completed or aborted
         self._puts_lock = threading.Lock()
 
@@ -205,9 +207,12 @@ class S3Storage(Storage):
               sync_follows: bool = False) -> None:  # a completed upload is durable already
         self._upload(key, chunks, size).result()
 
-    def promote(self, staged_key: str, key: str) -> None:
-        self._copy((staged_key, key))
-        self.delete(staged_key)
+    def promote(self, staged: Staged, key: str) -> None:
+        if staged.upload is not None:
+            self._complete(staged)
+        else:
+            self._copy((staged.key, key))
+            self.delete(staged.key)
 
     def delete(self, key: str) -> None:
         with self._translated(key):
@@ -256,25 +261,51 @@ class S3Storage(Storage):
                 body.close()
 
     def put(self, key: str, chunks: Iterable[bytes], size: int, sync_follows: bool = False) -> None:
+        self._put(key, chunks, size)
+
+    def _put(self, key: str, chunks: Iterable[bytes], size: int, landed=None) -> None:
         self._raise_failed_put()
         future = self._upload(key, chunks, size)
+        if landed is not None:
+            future.add_done_callback(landed)  # (at once if it is done: outside the lock)
         with self._puts_lock:
             self._puts.append(future)
 
     def stage(self, staged_key: str, key: str, chunks: Iterable[bytes], size: int,
-              sync_follows: bool = False) -> str:
+              sync_follows: bool = False) -> Staged:
         """A document of DEFERRED_MIN or more goes up as a multipart upload to `key` itself,
-        left incomplete: invisible, and replacing nothing, until promote_many completes it
-        (a request, no copy of its bytes); aborted by unstage_many.  Smaller ones are put
+        left incomplete: invisible, and replacing nothing, until promote completes it (a
+        request, no copy of its bytes); aborted by unstage_many.  Smaller ones are put
         under `staged_key` and copied into place (two requests are fewer than three)."""
         if size is None or size < DEFERRED_MIN:
-            return super().stage(staged_key, key, chunks, size, sync_follows)
+            self._put(staged_key, chunks, size, landed=self._count_landed)
+            return Staged(staged_key)
         self._raise_failed_put()
         upload = self._upload(key, chunks, size, defer=True)
         with self._puts_lock:
-            token = f"{UPLOAD_MARK}{len(self._uploads)}:{key}"
-            self._uploads[token] = upload
-        return token
+            handle = f"#{len(self._uploads)}"  # this process's own: settled() gives the upload id
+            self._uploads[handle] = upload
+        if upload.upload_id is not None:
+            self._count_landed(_done(None))
+        else:  # begun by the worker that sends its one part
+            upload.sent[0].add_done_callback(self._count_landed)
+        return Staged(key, handle)
+
+    def _count_landed(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            with self._puts_lock:
+                self._landed += 1
+
+    def landed(self) -> int:
+        with self._puts_lock:
+            return self._landed
+
+    def settled(self, staged: Staged) -> Staged:
+        upload = self._uploads.get(staged.upload) if staged.upload is not None else None
+        if upload is None or upload.upload_id is None:  # (one never begun stays an upload: never a key)
+            return staged
+        self._uploads[upload.upload_id] = upload
+        return Staged(staged.key, upload.upload_id)
 
     def settle(self) -> None:
         with self._puts_lock:
@@ -293,12 +324,41 @@ class S3Storage(Storage):
             future.cancel()
         super().discard()
 
-    def unstage_many(self, staged: Iterable[str]) -> None:
+    def unstage_many(self, staged: Iterable[Staged]) -> None:
         keys, uploads = [], []
-        for token in staged:
-            (uploads if token.startswith(UPLOAD_MARK) else keys).append(token)
-        self.transfers.each(lambda token: self._uploads.pop(token).abort(), uploads)
+        for item in staged:
+            if item.upload is not None:
+                uploads.append(item)
+            else:
+                keys.append(item.key)
+        self.transfers.each(self._abort, uploads)
         self.delete_many(keys)
+
+    def _abort(self, staged: Staged) -> None:
+        upload = self._uploads.pop(staged.upload, None)
+        if upload is None:  # from a journal: known by its id only
+            upload = _MultipartUpload(self, staged.key)
+            upload.upload_id = staged.upload
+        upload.abort()
+
+    def _complete(self, staged: Staged) -> None:
+        """Complete the upload to staged.key: with the parts this process sent, or (a finish
+        from the journal) those the server lists.  One completed already is done."""
+        upload = self._uploads.pop(staged.upload, None)
+        if upload is not None:
+            upload.complete()
+            return
+        upload = _MultipartUpload(self, staged.key)
+        upload.upload_id = staged.upload
+        try:
+            upload.complete_listed()
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                raise self._translate(staged.key, err) from err
+            if self.stat(staged.key) is None:
+                raise self.error(staged.key, f"upload {staged.upload}: no such upload", missing=True) from None
+        except (BotoCoreError, urllib3.exceptions.HTTPError) as err:
+            raise self._translate(staged.key, err) from err
 
     def leftovers(self, prefix: str) -> str:
         advice = super().leftovers(prefix)
@@ -315,31 +375,56 @@ class S3Storage(Storage):
             if not future.cancelled() and future.exception() is not None:
                 raise future.exception()
 
-    def promote_many(self, pairs: Iterable[tuple[str, str]]) -> None:
-        staged = []
+    def promote_many(self, pairs: Iterable[tuple[Staged, str]], done=ignore_count) -> None:
+        """Copies (and completions) side by side, then the copied staged objects deleted in
+        batches.  A copy counts as done once made: copying again is harmless."""
+        copied = []
 
         def promote(pair):
-            if pair[0].startswith(UPLOAD_MARK):
-                self._uploads.pop(pair[0]).complete()  # the upload to the key itself, finished
+            staged, key = pair
+            if staged.upload is not None:
+                self._complete(staged)  # the upload to the key itself, finished
             else:
-                self._copy(pair)
+                self._copy((staged.key, key))
+            done(1)
 
         def noted(pair):
-            if not pair[0].startswith(UPLOAD_MARK):
-                staged.append(pair[0])
+            if pair[0].upload is None:
+                copied.append(pair[0].key)
             return pair
 
         self.transfers.each(promote, (noted(pair) for pair in pairs))
-        self.delete_many(staged)
+        self.delete_many(copied)
 
-    def delete_many(self, keys: Iterable[str]) -> None:
-        self.transfers.each(self._delete_batch, _batches(keys, DELETE_BATCH))
+    def delete_many(self, keys: Iterable[str], done=ignore_count) -> None:
+        def delete(batch):
+            self._delete_batch(batch)
+            done(len(batch))
 
-    def clear_prefix(self, prefix: str) -> None:
-        """Delete everything under `prefix`, folder markers too (SeaweedFS keeps a folder
-        entry for each folder a key named)."""
-        keys = (obj["Key"][len(self.prefix):] for obj in self._listed(self.prefix + prefix))
-        self.delete_many(keys)
+        self.transfers.each(delete, _batches(keys, DELETE_BATCH))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete everything under `prefix`, folder markers too: SeaweedFS keeps a folder
+        entry for each folder a key named, listed as a key ending in "/", and deletes one
+        only once nothing is under it: the objects go first, then the markers, deepest
+        first."""
+        listed = [obj["Key"][len(self.prefix):] for obj in self._listed(self.prefix + prefix)]
+        self.delete_many(key for key in listed if not key.endswith("/"))
+        for marker in sorted((k for k in listed if k.endswith("/")), key=lambda k: (-k.count("/"), k)):
+            self.delete(marker)
+
+    def write_durably(self, key: str, chunks: Iterable[bytes]) -> None:
+        """One PUT (a multipart upload past PART_SIZE): S3 stores an object whole and durably
+        once it answers."""
+        self.write(key, chunks)
+
+    def command_options(self) -> list[str]:
+        endpoint = self.client.meta.endpoint_url
+        options = [] if endpoint.endswith(".amazonaws.com") else ["--s3-endpoint", endpoint]
+        if self.client.meta.config.s3 and self.client.meta.config.s3.get("addressing_style") == "path":
+            options.append("--s3-path-style")
+        region = self.client.meta.region_name
+        return options + (["--s3-region", region] if region and region != "us-east-1" else [])
 
     # -- requests ------------------------------------------------------------------------
 
@@ -485,6 +570,17 @@ class _MultipartUpload:
                 Bucket=self.storage.bucket, Key=self.storage._full(self.key),
                 UploadId=self.upload_id, PartNumber=number, Body=data)["ETag"]
         return {"ETag": etag, "PartNumber": number}
+
+    def complete_listed(self) -> None:
+        """Complete the upload with the parts the server holds (ClientError as botocore raised it)."""
+        parts = []
+        pages = self.storage.client.get_paginator("list_parts").paginate(
+            Bucket=self.storage.bucket, Key=self.storage._full(self.key), UploadId=self.upload_id)
+        for page in pages:
+            parts += [{"ETag": p["ETag"], "PartNumber": p["PartNumber"]} for p in page.get("Parts", [])]
+        self.storage.client.complete_multipart_upload(
+            Bucket=self.storage.bucket, Key=self.storage._full(self.key),
+            UploadId=self.upload_id, MultipartUpload={"Parts": parts})
 
     def complete(self) -> None:
         parts = [future.result() for future in self.sent]
