@@ -283,7 +283,8 @@ def test_a_dry_run_into_postgresql_and_s3_writes_nothing(source, pg_url, s3_serv
 def test_restoring_a_redacted_export_says_what_comes_back_empty(source, tmp_path):
     archive = ok("pack", "--redact", "--db", source["db"], "--storage", source["data"])
     db = str(tmp_path / "new.db")
-    result = aviary("unpack", "--db", db, "--storage", tmp_path / "data", "--create-schema", input=archive)
+    result = aviary("unpack", "--accept-redacted", "--db", db, "--storage", tmp_path / "data", "--create-schema",
+                    input=archive)
     assert result.returncode == 0, result.stderr.decode()
     assert "warning: metadata.json: a --redact export: passwords, API key and session hashes" in \
         result.stderr.decode()
