@@ -104,7 +104,9 @@ def test_a_per_user_pack_holds_only_that_users_rows_and_files(source):
     for table in ("api_keys", "documents", "user_sessions", "user_folders_cache"):
         assert {r["user_id"] for r in json.loads(packed[f"database/{table}.json"])} == {zoe}
     assert {n.split("/")[2] for n in packed if n.startswith("filesystem/")} == {zoe}
-    assert json.loads(packed["metadata.json"])["users_exported"] == [zoe]
+    metadata = json.loads(packed["metadata.json"])
+    # not a list: Aviary's admin page refuses it (it would delete every other user)
+    assert (metadata["users_exported"], metadata["aviarytools"]["users"]) == ("per-user", [zoe])
 
 
 @pytest.mark.parametrize("archive", ["per-user pack", "full pack"])

@@ -260,7 +260,7 @@ class Restore(Consumer):
                                  " --accept-redacted (nothing was changed)")
             self.warn(f"{layout.METADATA}: a --redact export: {blank}"
                       + ("" if self.options.accept_redacted else " (a restore needs --accept-redacted)"))
-        exported = metadata.get("users_exported")
+        exported = ours.get("users", metadata.get("users_exported"))  # (older packs: users_exported)
         if ours.get("users_only") and self.user_ids is None and isinstance(exported, list):
             self.user_ids = layout.canonical_ids(exported)
             self.warn(f"{layout.METADATA}: a per-user archive: only its {len(exported)} user(s) are restored")
