@@ -47,10 +47,10 @@ def command(archive, as_json, max_age, progress):
                                     about=kind.append), as_json)
     meter.done()
     problems = counts[PROBLEM]
+    for metadata in kind:
+        click.echo(f"aviary verify: {errors.message(admin_page.describe(metadata))}", err=True)
     if not as_json or problems:
         click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
                    if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
-    for metadata in kind:
-        click.echo(f"aviary verify: {errors.message(admin_page.describe(metadata))}", err=True)
     if failing(counts, PROBLEM):
         raise SystemExit(1)
