@@ -402,3 +402,122 @@ def decodes_into_aviarys_struct(metadata: dict) -> bool:
         if not ok_value:
             return False
     return True
+
+
+# The model of Aviary's admin page restore, database and files (the notes' "How Aviary restores,
+# and where it loses data").  An installation is (tables: name -> rows, objects: key -> bytes).
+
+AVIARY_RESTORE_ORDER = ("users", "system_settings", "api_keys", "user_sessions", "documents",
+                        "user_folders_cache", "login_attempts")
+# ON DELETE CASCADE from users (the job tables aside: never in an archive of ours).
+AVIARY_CASCADED = ("api_keys", "user_sessions", "documents", "user_folders_cache")
+AVIARY_DROPPED_USER_COLUMNS = ("oidc_subject", "conflict_resolution", "folder_depth_limit", "folder_exclusion_list",
+                               "page_resolution", "page_dpi", "conversion_output_format", "pdf_background_removal",
+                               "experimental_download_link")
+AVIARY_KEYS = {"system_settings": "key"}  # every other table: id
+# Row values Aviary's Go structs read: a boolean must be JSON true/false, a time RFC 3339.
+AVIARY_BOOLEANS = {"users": ("is_admin", "is_active"), "api_keys": ("is_active",), "login_attempts": ("success",)}
+AVIARY_TIMES = {"users": ("reset_token_expires", "created_at", "updated_at", "last_login"),
+                "api_keys": ("last_used", "expires_at", "created_at"),
+                "user_sessions": ("expires_at", "created_at", "last_used"),
+                "user_folders_cache": ("last_updated",), "documents": ("upload_date",),
+                "system_settings": ("updated_at",), "login_attempts": ("attempted_at",)}
+
+
+class AviaryAborted(Exception):
+    """Aviary's restore stopped half-way (the state it left is `state`)."""
+
+    def __init__(self, message, state):
+        super().__init__(message)
+        self.state = state
+
+
+def _aviary_reads(table: str, row: dict) -> str | None:
+    """Why Aviary's struct would misread a row (None: it reads it)."""
+    for column in AVIARY_BOOLEANS.get(table, ()):
+        if row.get(column) is not None and not isinstance(row[column], bool):
+            return f"{table}.{column}: {row[column]!r} is not a JSON boolean"
+    for column in AVIARY_TIMES.get(table, ()):
+        value = row.get(column)
+        if value is not None and not (isinstance(value, str) and _RFC3339.fullmatch(value)):
+            return f"{table}.{column}: {value!r} is not RFC 3339"
+    return None
+
+
+def _as_aviary_imports(table: str, row: dict) -> dict:
+    row = dict(row)
+    if table == "users":
+        for column in AVIARY_DROPPED_USER_COLUMNS:
+            row.pop(column, None)  # the column's default at Aviary's next start
+        row["is_active"] = True
+    if table == "api_keys":
+        row["key_hash"], row["is_active"] = "", True
+    if table == "user_sessions":
+        row["token_hash"] = ""
+    return row
+
+
+def read_archive(archive: bytes) -> tuple[dict, dict[str, bytes | None]]:
+    """(metadata, member name -> bytes, None for a folder) of a tar or gzip'd tar."""
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        for member in tar:
+            found[member.name.rstrip("/")] = tar.extractfile(member).read() if member.isfile() else None
+    return json.loads(found["metadata.json"]), found
+
+
+def aviarys_restore(archive: bytes, tables: dict[str, list[dict]], objects: dict[str, bytes], force=False):
+    """What Aviary's admin page makes of an installation from `archive`: None when it refuses
+    the archive (nothing changes), else the installation after it.  AviaryAborted when a row it
+    misreads stops it after users (and every cascaded table) were replaced.  `force`: as if
+    the metadata decoded (what the refusal spares)."""
+    metadata, members = read_archive(archive)
+    if not force and not decodes_into_aviarys_struct(metadata):
+        return None
+    tables = {name: [dict(r) for r in rows] for name, rows in tables.items()}
+    objects = dict(objects)
+    archived = {name[len("database/"):-len(".json")]: json.loads(data) for name, data in members.items()
+                if name.startswith("database/") and name.endswith(".json") and data is not None}
+    if archived:  # the database: users cleared, and with it every table that cascades from it
+        for row in tables.get("system_settings", []):
+            row["updated_by"] = None
+        for name in ("users", *AVIARY_CASCADED):
+            tables[name] = []
+        for name in AVIARY_RESTORE_ORDER:  # a table missing (or null) is not cleared beyond that
+            key = AVIARY_KEYS.get(name, "id")
+            for row in archived.get(name) or []:
+                misread = _aviary_reads(name, row)
+                if misread and name != "users":
+                    raise AviaryAborted(misread, (tables, objects))
+                kept = [r for r in tables.setdefault(name, []) if r[key] != row[key]]
+                tables[name] = kept + [_as_aviary_imports(name, row)]
+    if "filesystem" in members:  # every file of every user of the restored database goes first
+        for user in tables.get("users", []):
+            objects = {k: v for k, v in objects.items() if not k.startswith(f"users/{user['id']}/")}
+        objects = {k: v for k, v in objects.items() if not k.startswith("backups/")}
+        for name, data in members.items():
+            if name.startswith("filesystem/documents/") and data is not None:
+                user, _, path = name[len("filesystem/documents/"):].partition("/")
+                objects[f"users/{user}/pdfs/{path}"] = data
+    return tables, objects
+
+
+def lost(before: tuple[dict, dict], after: tuple[dict, dict]) -> list[str]:
+    """What an installation lost in a restore beyond Aviary's own losses: rows (by key) or
+    documents gone, or a user's password hash, pairing or document bytes changed."""
+    (tables, objects), (tables_after, objects_after) = before, after
+    found = []
+    for name, table in tables.items():
+        key = AVIARY_KEYS.get(name, "id")
+        now = {r[key]: r for r in tables_after.get(name, [])}
+        for row in table:
+            if row[key] not in now:
+                found.append(f"{name} row {row[key]}")
+            elif name == "users":
+                for column in ("password", "rmapi_config"):
+                    if now[row[key]].get(column) != row.get(column):
+                        found.append(f"users.{column} of {row['username']}")
+    for key, data in objects.items():
+        if objects_after.get(key) != data:
+            found.append(f"document {key}")
+    return found

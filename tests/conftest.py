@@ -1,8 +1,10 @@
+import os
 import shutil
 import signal
 import tempfile
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,49 @@ def pytest_configure(config):
     # A SIGTERM (a CI timeout, `kill`) would end the session without its teardown and leave
     # both servers running; taken as an interrupt, it stops them as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _record_the_cli_surface(config)
+
+
+# ---------------------------------------------------------------------------
+# The command-line surface (test_cli_surface.py): every `aviary` command a test runs records
+# the options it was given (cli_surface/sitecustomize.py), and, when the whole suite runs, the
+# surface tests, run last, fail naming each option no test gave.
+# ---------------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _record_the_cli_surface(config):
+    log = tempfile.NamedTemporaryFile(prefix="aviary-cli-surface-", suffix=".ndjson", delete=False)
+    log.close()
+    os.environ["CLI_SURFACE_LOG"] = log.name
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS / "cli_surface"),
+                                                             os.environ.get("PYTHONPATH")]))
+    config.cli_surface = {"log": log.name, "whole": False, "deselected": False}
+
+
+def pytest_unconfigure(config):
+    surface = getattr(config, "cli_surface", None)
+    if surface is not None:
+        os.unlink(surface["log"])
+
+
+def pytest_deselected(items):
+    if items:
+        items[0].config.cli_surface["deselected"] = True
+
+
+def pytest_collection_modifyitems(session, config, items):
+    surface = [item for item in items if item.path.name == "test_cli_surface.py"]
+    items[:] = [item for item in items if item.path.name != "test_cli_surface.py"] + surface  # last
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """Whether the whole suite runs: every test file, nothing deselected (-k, -m, --lf)."""
+    files = {item.path for item in session.items}
+    surface = session.config.cli_surface
+    surface["whole"] = files == set(TESTS.glob("test_*.py")) and not surface["deselected"]
 
 
 @contextmanager

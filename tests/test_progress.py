@@ -86,8 +86,9 @@ def test_verify_shows_percent_of_the_file_rate_and_time_left_then_100(archive):
     assert "left" in progress[0] or "starting" in progress[0]
     assert lines[0].startswith("verify: 100% ") and lines[0].endswith(", done")
     assert PERCENT.search(lines[0])[2] == PERCENT.search(lines[0])[3]  # all of it
+    assert lines[-2].startswith("aviary verify: full; Aviary's admin page restores it")
     assert lines[-1].startswith("aviary verify: ok")
-    assert len(lines) == 2  # one progress line, redrawn in place, and the verdict
+    assert len(lines) == 3  # one progress line, redrawn in place, the archive's kind and the verdict
 
 
 def test_a_restore_from_a_pipe_counts_documents_against_metadata_json(archive, tmp_path):
@@ -120,7 +121,7 @@ def test_doctor_deep_shows_what_it_has_read(archive):
 def test_no_progress_draws_nothing_even_on_a_terminal(archive):
     _, path = archive
     frames, lines = on_a_terminal("verify", "--no-progress", path)
-    assert lines == [lines[-1]] and lines[-1].startswith("aviary verify: ok")
+    assert len(lines) == 2 and lines[-1].startswith("aviary verify: ok")  # the kind, the verdict
 
 
 def test_nothing_is_drawn_when_stderr_is_not_a_terminal(archive):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import xxhash
 
-from archive_helpers import all_ok, bucket_storage, pipeline, s3_args, s3_env
+from archive_helpers import all_ok, bucket_storage, installation, pipeline, s3_args, s3_env, state
 from aviarytools import spill
 from aviarytools.archive.pack import PackOptions, pack
 from aviarytools.errors import ConfigError
@@ -169,3 +169,21 @@ def test_an_object_too_large_for_one_copy_is_copied_in_ranged_parts(s3_server, s
         copied = b"".join(storage.read("users/big.pdf"))
         assert not list(storage.irregular_entries(lambda key: False))
     assert xxhash.xxh3_128_hexdigest(copied) == xxhash.xxh3_128_hexdigest(body)
+
+
+def test_pack_unpack_and_doctor_take_the_s3_region_and_concurrency(tmp_path, s3_server, s3_bucket):
+    """The region and the concurrency on the command line, through a whole round trip."""
+    db = str(tmp_path / "aviary.db")
+    installation(db, bucket_storage(s3_server, s3_bucket), users=2, nanos=False)
+    settings = ["--s3-region", "us-east-1", "--s3-concurrency", "3"]
+    archive = tmp_path / "a.tar"
+    all_ok(pipeline(["aviary", "pack", "--db", db, *s3_args(s3_server, s3_bucket), *settings, "-o", archive],
+                    env=s3_env(s3_server)))
+    other = s3_server.create_bucket(f"{s3_bucket}-copy")
+    target = str(tmp_path / "target.db")
+    all_ok(pipeline(["aviary", "unpack", "--db", target, "--create-schema", *s3_args(s3_server, other), *settings,
+                     archive], env=s3_env(s3_server)))
+    assert state(target, bucket_storage(s3_server, other)) == state(db, bucket_storage(s3_server, s3_bucket))
+    all_ok(pipeline(["aviary", "doctor", "--db", target, *s3_args(s3_server, other), *settings, "--no-progress",
+                     "--against", archive], env=s3_env(s3_server)))
+    s3_server.client().delete_bucket(Bucket=other)

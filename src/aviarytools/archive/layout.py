@@ -37,6 +37,9 @@ SINGLE_USER_STORAGE = "pdfs/"  # a single-user installation's documents, as Avia
 # admin page, whose Go struct wants a list of ids, refuses the archive before touching anything.
 SINGLE_USER_MARK = "single-user"
 INCREMENTAL_MARK = "incremental"  # the same, for an incremental (pack -g): not every document's bytes
+PER_USER_MARK = "per-user"  # the same, for pack --user (the users are aviarytools.users)
+REDACTED_MARK = "redacted"  # the same, for pack --redact
+TABLES_MARK = "partial-tables"  # the same, for a pack without users or a table that cascades from it
 CARRIED_PREFIX = "incremental/documents/"  # an incremental's documents: not filesystem/, which Aviary wipes
 BY_USERNAME = "by-username/"  # unpack -C --by-username: documents under their user's name
 MAX_CONFIG_BYTES = 1 << 20  # an rmapi.conf (a device pairing) larger than this is not one

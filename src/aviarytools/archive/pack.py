@@ -23,7 +23,7 @@ from ..query import Query, quote_ident
 from ..storage import Listing, ObjectInfo, Storage
 from ..tar import TarWriter
 from ..timestamps import NS_PER_SECOND, to_rfc3339
-from . import incremental, layout, root
+from . import admin_page, incremental, layout, root
 
 
 @dataclass(frozen=True)
@@ -213,32 +213,37 @@ def build_metadata(db: Database | None, options: PackOptions, counts: dict[str, 
                    files: Listing, now_ns: int, users: list[str] | None = None,
                    plan: incremental.Plan | None = None) -> dict:
     partial = plan is not None and plan.level > 0  # an incremental: not every document's bytes
-    metadata = {
+    ours = {
+        "version": __version__,
+        "table_rows": counts,
+        "redacted": options.redact,
+        "users_only": options.user_ids is not None,
+        "database": db is not None,
+        "files": options.include_files,
+        # Each table as the source declares it: a restore creates what it lacks from it.
+        "schema": {name: declared.table_to_json(db.table(name), db.dialect) for name in counts},
+    }
+    if plan is not None:
+        ours["incremental"] = plan.metadata()
+    if options.user_ids is not None:
+        ours["users"] = sorted(options.user_ids)  # what a restore of it may replace
+    users_exported = exported_users(options, users, files)
+    refused = admin_page.refusal(ours)
+    if refused is not None:  # not a list: Aviary's admin page refuses the archive before touching anything
+        users_exported = refused[0]
+    return {
         "aviary_version": f"aviarytools-{__version__}",
         "git_commit": "",
         "export_timestamp": to_rfc3339(now_ns - now_ns % NS_PER_SECOND),
         "database_type": db.dialect if db is not None else "none",
-        # Not a list in an incremental: Aviary's admin page refuses it before touching anything.
-        "users_exported": layout.INCREMENTAL_MARK if partial else exported_users(options, users, files),
+        "users_exported": users_exported,
         "total_documents": plan.documents if partial else len(files),
         "total_size_bytes": plan.document_bytes if partial else files.bytes,
         "exported_tables": sorted(counts),
         "total_users": counts.get("users", 0),
         "total_api_keys": counts.get("api_keys", 0),
-        "aviarytools": {
-            "version": __version__,
-            "table_rows": counts,
-            "redacted": options.redact,
-            "users_only": options.user_ids is not None,
-            "database": db is not None,
-            "files": options.include_files,
-            # Each table as the source declares it: a restore creates what it lacks from it.
-            "schema": {name: declared.table_to_json(db.table(name), db.dialect) for name in counts},
-        },
+        "aviarytools": ours,
     }
-    if plan is not None:
-        metadata["aviarytools"]["incremental"] = plan.metadata()
-    return metadata
 
 
 def _parents(path: str) -> list[str]:
@@ -372,26 +377,26 @@ def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: Bi
     pairing_text = _pairing(pairing) if pairing and not redact else None
     if progress is not None:
         progress.expect(expected_size([], files))
+    ours = {
+        "version": __version__,
+        "single_user": {"documents": f"{storage.url}/{prefix}".rstrip("/"), "pairing": pairing_text is not None},
+        "table_rows": {},
+        "redacted": redact,
+        "database": False,
+        "files": True,
+    }
     metadata = {
         "aviary_version": f"aviarytools-{__version__}",
         "git_commit": "",
         "export_timestamp": to_rfc3339(now_ns - now_ns % NS_PER_SECOND),
         "database_type": "none",
-        "users_exported": layout.SINGLE_USER_MARK,  # not a list: Aviary's admin page refuses the archive
+        "users_exported": admin_page.refusal(ours)[0],  # not a list: Aviary's admin page refuses the archive
         "total_documents": len(files),
         "total_size_bytes": files.bytes,
         "exported_tables": [],
         "total_users": 0,
         "total_api_keys": 0,
-        "aviarytools": {
-            "version": __version__,
-            "single_user": {"documents": f"{storage.url}/{prefix}".rstrip("/"),
-                            "pairing": pairing_text is not None},
-            "table_rows": {},
-            "redacted": redact,
-            "database": False,
-            "files": True,
-        },
+        "aviarytools": ours,
     }
     writer = TarWriter(out)
     writer.add_bytes(layout.METADATA, (json.dumps(metadata, indent=2) + "\n").encode(), mtime)

@@ -34,6 +34,13 @@ from .transaction import Transaction
 from .walk import Consumer, Item, Walk, raise_problems
 
 
+# A replace may delete at most this share of the target's documents (those in its scope)
+# unless --accept-document-loss: more, and it looks like an empty or wrong backup.  Fewer
+# than DOCUMENT_LOSS_FLOOR are no sign (a fresh installation's first documents).
+DOCUMENT_LOSS_SHARE = (1, 2)
+DOCUMENT_LOSS_FLOOR = 10
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     mode: str = "replace"  # or "merge"
@@ -47,6 +54,8 @@ class RestoreOptions:
     sync: bool = True  # wait for written documents to reach the disk (before the commit, and at the end)
     accept_column_loss: bool = False  # archive columns the target tables lack are dropped, not refused
     adopt: str | None = None  # a single-user archive's documents become this user's (id or username)
+    accept_redacted: bool = False  # a --redact export may restore (its secrets come back empty)
+    accept_document_loss: bool = False  # a replace may delete most of the target's documents
 
 
 # A dry run names this many of the rows a replace would remove from each table.
@@ -62,6 +71,7 @@ class RestoreSummary:
     document_bytes: int = 0
     stale_documents: int = 0
     skipped: int = 0
+    stale_keys: SpillList | None = None  # a dry run: the documents a replace would delete
 
 
 class Restore(Consumer):
@@ -115,7 +125,10 @@ class Restore(Consumer):
                 documents.discard()
             else:
                 documents.finish()
-        stale.clear()
+        if self.options.dry_run:
+            self.summary.stale_keys = stale  # unpack names them
+        else:
+            stale.clear()
         note = rows_module.rounding_note({table: sum(result.rounded.values())
                               for table, (_, result) in self.stages.items() if result.rounded})
         if note:
@@ -240,9 +253,14 @@ class Restore(Consumer):
         if not ours:
             return
         if ours.get("redacted"):
-            self.warn(f"{layout.METADATA}: a --redact export: passwords, API key and session hashes, "
-                      "reset tokens and rmapi pairings come back empty")
-        exported = metadata.get("users_exported")
+            blank = "passwords, API key and session hashes, reset tokens and rmapi pairings come back empty"
+            if not (self.options.accept_redacted or self.options.dry_run):
+                raise InputError(f"{layout.METADATA}: a --redact export: its {blank.replace(' come back', ' are')}"
+                                 " (every login would break): restore a full pack, or accept blank secrets with"
+                                 " --accept-redacted (nothing was changed)")
+            self.warn(f"{layout.METADATA}: a --redact export: {blank}"
+                      + ("" if self.options.accept_redacted else " (a restore needs --accept-redacted)"))
+        exported = ours.get("users", metadata.get("users_exported"))  # (older packs: users_exported)
         if ours.get("users_only") and self.user_ids is None and isinstance(exported, list):
             self.user_ids = layout.canonical_ids(exported)
             self.warn(f"{layout.METADATA}: a per-user archive: only its {len(exported)} user(s) are restored")
@@ -399,11 +417,30 @@ class Restore(Consumer):
         if not self.archive_has_files:
             self.warn("the archive was packed without documents (--no-files): none removed")
             return stale
+        present = 0
         for info in self._target_documents():  # (a dry run into a folder not made yet: none)
-            if layout.document_of_key(info.key) and info.key not in self.restored_keys:
-                stale.append((info.key,))
+            if layout.document_of_key(info.key):
+                present += 1
+                if info.key not in self.restored_keys:
+                    stale.append((info.key,))
         self.summary.stale_documents = len(stale)
+        self._check_document_loss(len(stale), present)
         return stale
+
+    def _check_document_loss(self, stale: int, present: int) -> None:
+        """A replace that would delete most of the target's documents looks like an empty or
+        wrong backup, not a rollback: refused before the commit, unless accepted."""
+        most = stale * DOCUMENT_LOSS_SHARE[1] > present * DOCUMENT_LOSS_SHARE[0]
+        if not most or stale < DOCUMENT_LOSS_FLOOR or self.options.accept_document_loss:
+            return
+        message = (f"this replace would delete {stale} of the target's {present} document(s), those the archive"
+                   f" does not hold (it restores {self.summary.documents}): more than half, so it looks like an"
+                   " empty or wrong backup")
+        if self.options.dry_run:
+            self.warn(f"{message} (a restore needs --accept-document-loss)")
+        else:
+            raise InputError(f"{message}; check the archive (--dry-run names them), or accept the loss with"
+                             " --accept-document-loss (nothing was changed)")
 
 
 def restore(stream: BinaryIO, source: str, db: Database | None, storage: Storage | None,

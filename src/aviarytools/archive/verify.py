@@ -27,8 +27,9 @@ class _Checks(Consumer):
 
 
 def verify(stream: BinaryIO, source: str = "-", max_age: Duration | None = None,
-           progress=None) -> Iterator[Finding]:
-    """Yield every problem found (and a few informational findings)."""
+           progress=None, about=None) -> Iterator[Finding]:
+    """Yield every problem found (and a few informational findings); `about` is given the
+    metadata, if the archive has any, once the walk is done."""
     walk = Walk(stream, source, _Checks(), progress)
     try:
         yield from walk
@@ -37,6 +38,8 @@ def verify(stream: BinaryIO, source: str = "-", max_age: Duration | None = None,
         return
     if walk.metadata is not None:
         yield from _check_age(walk.metadata, max_age)
+        if about is not None:
+            about(walk.metadata)
 
 
 def _check_age(metadata: dict, max_age: Duration | None) -> Iterator[Finding]:

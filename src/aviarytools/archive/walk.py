@@ -60,7 +60,7 @@ from ..model import Table
 from ..rowinput import RowSource
 from ..spill import SpillList, compare_digests
 from ..tar import Member, NameSet, member_name_problem
-from . import incremental, layout
+from . import admin_page, incremental, layout
 from .inspect import archived_tables
 from .reading import HashedContent, MetadataError, buffered, members, parse_checksum_member, read_metadata
 
@@ -341,10 +341,11 @@ class Walk:
         self.partial = bool(self.incremental and self.incremental["level"])
         mark = layout.SINGLE_USER_MARK if self.single_user else layout.INCREMENTAL_MARK if self.partial else None
         users = metadata.get("users_exported")
+        refused = (admin_page.refusal(layout.ours(metadata)) or (None,))[0]  # (older packs wrote a list)
         if mark is not None and users != mark:
             yield problem("metadata", f"users_exported must be {mark!r} in this archive", layout.METADATA)
         elif mark is None and users is not None and not (
-                isinstance(users, list) and all(isinstance(u, str) for u in users)):
+                isinstance(users, list) and all(isinstance(u, str) for u in users)) and users != refused:
             yield problem("metadata", "field users_exported is not a list of ids", layout.METADATA)
         try:
             self.declared = archived_tables(metadata)

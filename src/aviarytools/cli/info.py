@@ -4,6 +4,8 @@ import json
 
 import click
 
+from .. import errors
+from ..archive import admin_page
 from ..archive.inspect import info
 from .common import archive_argument, input_name, warn
 
@@ -16,7 +18,12 @@ def command(archive):
     Aviary v1.4.0 to v1.5.3 wrote metadata.json last: the whole archive is
     then read to find it, and a warning says so.
 
+    On stderr, one line says what kind of archive it is and whether
+    Aviary's admin page can restore it.
+
     \b
       aviary info < aviary.tar | jq .export_timestamp
     """
-    click.echo(json.dumps(info(archive, input_name(archive), warn), indent=2, ensure_ascii=False))
+    metadata = info(archive, input_name(archive), warn)
+    click.echo(json.dumps(metadata, indent=2, ensure_ascii=False))
+    click.echo(f"aviary info: {errors.message(admin_page.describe(metadata))}", err=True)

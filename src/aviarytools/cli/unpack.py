@@ -4,6 +4,7 @@ import os
 
 import click
 
+from .. import errors
 from ..archive.extract import extract
 from ..progress import CountingReader, Progress
 from .common import archive_argument, closing, db_option, info, input_name, open_db, \
@@ -30,6 +31,12 @@ from .common import archive_argument, closing, db_option, info, input_name, open
 @click.option("--accept-column-loss", is_flag=True,
               help="Restore into tables that lack some of the archive's columns, dropping those "
               "columns' values (each is named); without it such a restore stops before writing.")
+@click.option("--accept-redacted", is_flag=True,
+              help="Restore a --redact export: passwords, API key and session hashes, reset tokens and "
+              "pairings come back empty (every login breaks); without it such a restore stops before writing.")
+@click.option("--accept-document-loss", is_flag=True,
+              help="A replace may delete more than half of the target's documents (those the archive lacks); "
+              "without it such a restore stops before the commit.")
 @click.option("--adopt", metavar="ID|NAME",
               help="A single-user archive (pack --single-user): its documents and pairing become this user's.")
 @click.option("--finish", is_flag=True,
@@ -37,7 +44,8 @@ from .common import archive_argument, closing, db_option, info, input_name, open
               "place, from its journal in --storage (no ARCHIVE, no --db).")
 @progress_option
 def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
-            dry_run, no_sync, accept_column_loss, adopt, finish, progress, **storage):
+            dry_run, no_sync, accept_column_loss, accept_redacted, accept_document_loss, adopt, finish, progress,
+            **storage):
     """Restore ARCHIVE ({archive}) into a database and storage.
 
     A restore has three phases.  It stages: the database's rows go into one
@@ -61,7 +69,8 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
             "-C": directory, "--by-username": by_username, "--db": db_url, "--user": users, "--tables": tables,
             "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
             "--create-schema": create_schema, "--dry-run": dry_run, "--no-sync": no_sync,
-            "--accept-column-loss": accept_column_loss, "--adopt": adopt, "--mode": mode != "replace"}, storage)
+            "--accept-column-loss": accept_column_loss, "--accept-redacted": accept_redacted,
+            "--accept-document-loss": accept_document_loss, "--adopt": adopt, "--mode": mode != "replace"}, storage)
         return
     meter = Progress("unpack", progress)
     stream = CountingReader(archive, meter)
@@ -71,7 +80,8 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
             "--db": db_url, "--storage": storage["storage_url"], "--user": users, "--tables": tables,
             "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
             "--create-schema": create_schema, "--dry-run": dry_run, "--no-sync": no_sync,
-            "--accept-column-loss": accept_column_loss, "--adopt": adopt, "--mode": mode != "replace"})
+            "--accept-column-loss": accept_column_loss, "--accept-redacted": accept_redacted,
+            "--accept-document-loss": accept_document_loss, "--adopt": adopt, "--mode": mode != "replace"})
         summary = extract(stream, source, directory, by_username, warn, meter)
         meter.done()
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
@@ -88,7 +98,8 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
 
     options = RestoreOptions(mode, tuple(users) if users else None, table_names(tables, "--tables"),
                              table_names(exclude_tables, "--exclude-tables"), not no_db, not no_files,
-                             create_schema, dry_run, not no_sync, accept_column_loss, adopt)
+                             create_schema, dry_run, not no_sync, accept_column_loss, adopt,
+                             accept_redacted=accept_redacted, accept_document_loss=accept_document_loss)
     storage = None if no_files else open_storage(**storage)
     db, new_file = (None, None) if no_db else _open_target(db_url, create_schema, dry_run)
     try:
@@ -103,6 +114,8 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
         report(f"{table}: {counts['rows']} row(s) in the archive, {counts['written']} written, "
                f"{counts['unchanged']} unchanged, {counts['removed']} removed{_named(counts)}"
                + (" (dry run)" if dry_run else ""))
+    for (key,) in summary.stale_keys or ():
+        report(f"{key}: would be deleted (not in the archive; dry run)")
     report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
 
@@ -179,7 +192,7 @@ def _named(counts: dict) -> str:
 
 
 def _always(message: str) -> None:
-    click.echo(f"aviary unpack: {message}", err=True)
+    click.echo(f"aviary unpack: {errors.message(message)}", err=True)
 
 
 def _nothing():

@@ -2,6 +2,8 @@
 
 import click
 
+from .. import errors
+from ..archive import admin_page
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress
@@ -30,7 +32,8 @@ def command(archive, as_json, max_age, progress):
     Tar structure and truncation, metadata.json first and well formed, every
     table a JSON array of objects, checksums, metadata totals against the
     content, references (users of every row and document folder) and
-    duplicate keys.  A summary goes to stderr; exit 0 clean, 1 problems.
+    duplicate keys.  A summary goes to stderr, and the archive's kind with
+    whether Aviary's admin page can restore it; exit 0 clean, 1 problems.
     Aviary v1.4.0 to v1.5.3 wrote metadata.json last: checked when it comes.
 
     \b
@@ -39,9 +42,13 @@ def command(archive, as_json, max_age, progress):
     """
     limit = parse_duration(max_age)
     meter = Progress("verify", progress)
-    counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter), as_json)
+    kind = []
+    counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter,
+                                    about=kind.append), as_json)
     meter.done()
     problems = counts[PROBLEM]
+    for metadata in kind:
+        click.echo(f"aviary verify: {errors.message(admin_page.describe(metadata))}", err=True)
     if not as_json or problems:
         click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
                    if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
