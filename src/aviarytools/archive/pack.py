@@ -16,7 +16,7 @@ from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Iterable, Iterator
 
-from .. import __version__, declared, schema
+from .. import __version__, declared, run_report, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject, UnreadableObject
 from ..query import Query, quote_ident
@@ -304,6 +304,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             summary.level = plan.level
             summary.vanished_keys = plan.vanished
         metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users, plan)
+        run_report.note_archive(metadata)
         written = plan.carried if plan is not None and plan.level else files
         if progress is not None:
             progress.expect(expected_size([size for _, size in measured.values()], written))

@@ -8,13 +8,14 @@ import sys
 import click
 from click.core import ParameterSource
 
+from .. import run_report
 from ..archive import layout
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
 from ..tar import gzip_output
 from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
-    storage_options, table_names, table_options, user_option, widen_pipe
+    report_option, storage_options, table_names, table_options, user_option, widen_pipe
 
 
 # Single-user Aviary's device pairing, whatever its storage: rmapi's file in the home of the
@@ -53,6 +54,7 @@ def _default_pairing() -> str:
 @click.option("--checksum", is_flag=True,
               help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
+@report_option
 def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, allow_empty_storage, redact,
             single_user, rmapi_conf, snapshot, level, checksum, progress, **storage):
     """Write the database and the documents as one tar stream.
@@ -101,6 +103,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         if summary is not None and summary.snapshot is not None:
             summary.snapshot.abort()  # FILE stays as it was: the archive is not complete
         raise
+    _note(summary)
     if summary.snapshot is not None:
         summary.snapshot.commit()  # only now: the archive is whole (and, with -o, on disk)
         info(f"{snapshot}: the state of level {summary.level}")
@@ -154,6 +157,11 @@ def _level(value: str | None) -> int | None:
     return 0
 
 
+def _note(summary) -> None:
+    run_report.note(bytes_read=summary.document_bytes, bytes_written=summary.bytes_written,
+                    documents=summary.documents, rows=sum(summary.table_rows.values()))
+
+
 def _refuse_with_single_user(given: dict) -> None:
     named = [option for option, value in given.items() if value]
     if named:
@@ -179,6 +187,7 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empt
         if stream:
             stream.close()
         meter.done()
+    _note(summary)
     if summary.download_copies:
         warn(f"{documents.url}/{prefix}{layout.DOWNLOADS}: {summary.download_copies} file(s) of Aviary's download"
              " links (downloads/<token>/, transient copies, not documents): left out")

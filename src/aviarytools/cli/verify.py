@@ -2,13 +2,13 @@
 
 import click
 
-from .. import errors
+from .. import errors, run_report
 from ..archive import admin_page
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress
 from ..timestamps import Duration
-from .common import archive_argument, input_name, progress_option, report_findings
+from .common import archive_argument, input_name, progress_option, report_findings, report_option
 
 
 def parse_duration(value: str | None) -> Duration | None:
@@ -26,6 +26,7 @@ def parse_duration(value: str | None) -> Duration | None:
 @click.option("--max-age", metavar="DURATION",
               help="Also fail when the archive was exported longer ago than this (e.g. 26h, 7d).")
 @progress_option
+@report_option
 def command(archive, as_json, max_age, progress):
     """Check ARCHIVE ({archive}) without extracting it.
 
@@ -42,6 +43,7 @@ def command(archive, as_json, max_age, progress):
     """
     limit = parse_duration(max_age)
     meter = Progress("verify", progress)
+    run_report.count_bytes(meter)
     kind = []
     counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter,
                                     about=kind.append), as_json)
@@ -53,4 +55,5 @@ def command(archive, as_json, max_age, progress):
         click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
                    if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
     if failing(counts, PROBLEM):
+        run_report.note_error(f"aviary verify: {problems} problem(s)")
         raise SystemExit(1)
