@@ -206,8 +206,10 @@ def test_an_incremental_chain_on_s3_and_postgresql(tmp_path, pg_url, s3_server, 
     installation(pg_url, store, users=2)
     snapshot = tmp_path / "s3.ndjson"
     args = ["--db", pg_url, *s3_args(s3_server, s3_bucket), "-g", snapshot]
-    all_ok(pipeline(["aviary", "pack", *args, "-z"], ["gzip", "-dc"], ["aviary", "unpack", "--db",
+    level_0 = tmp_path / "level0.tar.gz"
+    all_ok(pipeline(["aviary", "pack", *args, "-z"], ["tee", level_0], ["gzip", "-dc"], ["aviary", "unpack", "--db",
                     tmp_path / "t.db", "--storage", tmp_path / "t", "--create-schema"], env=s3_env(s3_server)))
+    ok("verify", "-g", snapshot, level_0)  # it arrived: the pending state becomes FILE's
     key = next(info.key for info in store.list("users/"))
     store.write(key, [b"%PDF changed on S3"])
     store.write(key.rsplit("/", 1)[0] + "/added.pdf", [b"%PDF added"])
@@ -253,3 +255,59 @@ def test_a_snapshot_respelled_as_jq_would_gives_the_same_level_1(live):
     live["snapshot"].write_bytes(respelled)
     assert manifest_of(pack_g(live, "level1-respelled.tar")) == level_1
     assert {e["key"] for e in level_1 if e["carried"]} == {changed["new"], changed["same size"], changed["other size"]}
+
+
+def test_a_pipe_whose_far_end_fails_leaves_the_chain_where_it_was_until_verify_confirms(live, tmp_path):
+    """`pack -g FILE | aws s3 cp - ...` with aws failing: a small incremental fits in the pipe's
+    buffer, so pack ends well, but its state stays pending (FILE.pending) and FILE does not
+    move until `verify -g FILE` sees the archive that arrived."""
+    import subprocess
+
+    from helpers import AVIARY
+
+    level_0 = pack_g(live, "level0.tar")
+    base = metadata_of(level_0)["aviarytools"]["incremental"]["archive"]
+    before = live["snapshot"].read_bytes()
+    pending = tmp_path / "snapshot.ndjson.pending"
+    change(live)
+    pack = " ".join(map(repr, [*AVIARY, "pack", "--db", live["url"], "--storage", str(live["data"]),
+                               "-g", str(live["snapshot"])]))
+
+    def piped(far_end: str) -> subprocess.CompletedProcess:
+        return subprocess.run(f"set -o pipefail; {pack} | {far_end}", shell=True, executable="/bin/bash",
+                              capture_output=True, cwd=tmp_path)
+
+    failed = piped("sh -c 'sleep 1; echo Unable to locate credentials >&2; exit 1'")  # reads nothing
+    assert failed.returncode == 1 and b"Unable to locate credentials" in failed.stderr
+    assert live["snapshot"].read_bytes() == before and pending.exists()
+    first = json.loads(pending.read_bytes().splitlines()[0])
+    assert (first["level"], first["base"]) == (1, base)
+
+    arrived = tmp_path / "arrived.tar"
+    again = piped(f"cat > {arrived}")
+    assert again.returncode == 0
+    assert f"was never confirmed (`aviary verify -g {live['snapshot']}` of what arrived): this archive " \
+           f"follows archive {base} instead" in again.stderr.decode()
+    link = metadata_of(arrived)["aviarytools"]["incremental"]
+    assert (link["level"], link["parent"]) == (1, base) and link["archive"] != first["archive"]
+    assert live["snapshot"].read_bytes() == before
+
+    wrong = aviary("verify", "-g", live["snapshot"], level_0)
+    assert wrong.returncode == 1 and f"awaits archive {link['archive']}" in wrong.stderr.decode()
+    assert live["snapshot"].read_bytes() == before
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(arrived.read_bytes()[:-2048 * 4])
+    assert aviary("verify", "-g", live["snapshot"], cut).returncode == 1
+    assert live["snapshot"].read_bytes() == before
+
+    confirmed = aviary("verify", "-g", live["snapshot"], input=arrived.read_bytes())
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert json.loads(live["snapshot"].read_bytes().splitlines()[0])["archive"] == link["archive"]
+    assert not pending.exists()
+    level_2 = pack_g(live, "level2.tar")
+    assert metadata_of(level_2)["aviarytools"]["incremental"]["parent"] == link["archive"]
+
+    target = tmp_path / "target"
+    for archive in (level_0, arrived, level_2):
+        ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", archive)
+    restored_equals_live(live, str(target / "aviary.db"), target)

@@ -167,6 +167,12 @@ def manifest_of(archive: bytes) -> list[dict]:
     return [json.loads(line) for line in tar_members(archive)["manifest.ndjson"].splitlines()]
 
 
+def piped_state(snapshot: Path) -> bytes:
+    """The state a pack -g to a pipe wrote: FILE.pending, FILE itself waiting for verify -g FILE."""
+    pending = snapshot.with_name(snapshot.name + ".pending")
+    return pending.read_bytes() if pending.exists() else b'{"archive": "(no FILE.pending)", "level": null, "base": null}\n'
+
+
 def consistency(archive: bytes, snapshot: bytes | None) -> list[str]:
     """Why an incremental and the FILE written with it disagree: every carried entry of the
     manifest a member of that size and XXH128, no member it does not carry, and FILE the
@@ -467,6 +473,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             shutil.copy(site.snapshot, scratch)
             reference = expect_ok(pack_g(env, site, None, snapshot=scratch)).out
             scratch.unlink()
+            scratch.with_name(scratch.name + ".pending").unlink()
             return {"site": site, "keys": keys, "layout": spans(reference), "size": len(reference)}
         return fx._once("inc-big-chain", build)
 
@@ -892,12 +899,14 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         stream.write_bytes(received)
         if result.rc == 0:
             checks(expect_ok, env.run("verify", stream))
-            problems = consistency(received, site.snapshot.read_bytes())
+            checks(expect_file_kept, site.snapshot, before)
+            problems = consistency(received, piped_state(site.snapshot))
             if problems:
                 checks.failed.append(f"exit 0, but {len(problems)} problem(s): {'; '.join(problems)[:400]}")
             carried = {e["key"]: e for e in manifest_of(received) if e["carried"]}
             entry = carried.get(changed)
-            note = ("exit 0: carried as read" if entry else "exit 0: not carried") + ", verify 0, FILE = manifest"
+            note = ("exit 0: carried as read" if entry else "exit 0: not carried") + \
+                ", verify 0, FILE as before, FILE.pending = manifest"
             return note
         line = checks(expect_error, result, r"changed while packing.*run pack again|deleted while packing.*run pack"
                                             r" again")
@@ -1002,7 +1011,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             checks.failed.append("expected exit 0: the document is not read by a level 1")
         return checks.done(note)
 
-    either = "exit 1 'changed while packing; run pack again', FILE kept; or exit 0, verify 0, manifest = members = FILE"
+    either = "exit 1 'changed while packing; run pack again', FILE kept; or exit 0, verify 0, manifest = members = FILE.pending"
     case("carried document rewritten at the same size after the hash", either,
          lambda: after_the_hash("same size"), quick=True)
     case("carried document grown after the hash", either, lambda: after_the_hash("other size"))
@@ -1012,7 +1021,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
          lambda: during_the_hash("same size"))
     case("carried document (4 MiB) shrunk and rewritten while pack -g hashes", either,
          lambda: during_the_hash("other size"))
-    case("uncarried document rewritten mid-pack", "exit 0, verify 0, FILE = manifest; the next level carries it",
+    case("uncarried document rewritten mid-pack", "exit 0, verify 0, FILE.pending = manifest; the next level carries it",
          uncarried_rewritten)
 
     def expect_left_out(checks: Checks, result: Result, name: str, received: bytes, stream: Path) -> None:
@@ -1047,7 +1056,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             vanished = tar_members(received).get(layout.VANISHED) or b""
             if member.encode() not in vanished:
                 checks.failed.append(f"vanished.ndjson does not name {member}")
-            problems = level_0_consistency(received, site.snapshot.read_bytes())
+            problems = level_0_consistency(received, piped_state(site.snapshot))
             if problems:
                 checks.failed.append(f"FILE and archive disagree: {'; '.join(problems)[:300]}")
         else:
@@ -1082,7 +1091,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             expect_left_out(checks, result, last, received, site.backups / "level1.tar")
             if any(e["key"] == last for e in manifest_of(received)):
                 checks.failed.append(f"the manifest lists {last}, deleted before it was read")
-            problems = consistency(received, site.snapshot.read_bytes())
+            problems = consistency(received, piped_state(site.snapshot))
             if problems:
                 checks.failed.append(f"{'; '.join(problems)[:300]}")
         else:  # a failed pack, at least, keeps FILE
@@ -1092,11 +1101,11 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
 
     for size in (8 << 10, 4 << 20):
         case(f"level 1: a new document of {human(size)} deleted before pack -g hashes it",
-             "exit 0, a warning; verify 0; not in the manifest nor FILE; FILE = manifest",
+             "exit 0, a warning; verify 0; not in the manifest nor FILE.pending; = manifest",
              lambda size=size: deleted_before_its_hash(size))
     for size in (8 << 10, BIG):
         case(f"level 0 (pack -g, no FILE): a document of {human(size)} deleted mid-pack",
-             "exit 0, a warning; verify 0; vanished.ndjson names it; FILE = the archive's documents",
+             "exit 0, a warning; verify 0; vanished.ndjson names it; FILE.pending = the archive's documents",
              lambda size=size: level_0_vanished(size))
 
     # 6. S3

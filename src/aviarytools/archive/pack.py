@@ -62,6 +62,7 @@ class PackSummary:
     download_copies: int = 0  # a single-user pack: download links' copies left out (downloads/<token>/)
     snapshot: incremental.SnapshotWriter | None = None  # pack -g: the new FILE, to commit once out is whole
     level: int | None = None
+    parent: str | None = None  # pack -g: the archive this one follows
     vanished_keys: list[str] = field(default_factory=list)  # pack -g: deleted before they could be hashed
 
 
@@ -301,7 +302,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             inc = options.incremental
             plan = incremental.plan(inc.snapshot, inc.level_0, inc.checksum, storage, files, options.user_ids,
                                     str(uuid.uuid4()))
-            summary.level = plan.level
+            summary.level, summary.parent = plan.level, plan.parent
             summary.vanished_keys = plan.vanished
         metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users, plan)
         run_report.note_archive(metadata)

@@ -47,7 +47,8 @@ def _default_pairing() -> str:
               help="With --single-user: the device pairing to pack (absent is fine).")
 @click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
               help="Incremental: only the documents changed since the state FILE records (a full archive,"
-              " level 0, if there is no FILE); FILE then records the new state.")
+              " level 0, if there is no FILE); FILE then records the new state (written to stdout: FILE.pending, until"
+              " `aviary verify -g FILE` confirms the archive arrived).")
 @click.option("--level", metavar="0", callback=lambda ctx, param, value: _level(value),
               help="With -g: a full archive (level 0) whatever FILE holds, and a new chain"
               " (the only level given; the others follow from FILE).")
@@ -89,6 +90,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     summary = None
+    unconfirmed = _unconfirmed(snapshot) if snapshot else None
     try:
         with _output(output) as out:
             meter = Progress("pack", progress)
@@ -105,8 +107,16 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         raise
     _note(summary)
     if summary.snapshot is not None:
-        summary.snapshot.commit()  # only now: the archive is whole (and, with -o, on disk)
-        info(f"{snapshot}: the state of level {summary.level}")
+        # Only now: the archive is whole.  On disk (-o FILE): FILE moves on.  Sent down a pipe,
+        # whose far end may yet fail: FILE.pending, until verify -g FILE sees it arrived.
+        on_disk = out.partial is not None
+        written = summary.snapshot.commit(pending=not on_disk)
+        if unconfirmed is not None:
+            follows = f"follows archive {summary.parent}" if summary.parent else "is a level 0"
+            warn(f"{snapshot}.pending: archive {unconfirmed.archive} (level {unconfirmed.level}) was never confirmed"
+                 f" (`aviary verify -g {snapshot}` of what arrived): this archive {follows} instead")
+        info(f"{written}: the state of level {summary.level}" + (
+            "" if on_disk else f", until `aviary verify -g {snapshot}` confirms the archive arrived"))
     for key in summary.vanished_keys:
         warn(f"{key}: deleted while packing: left out of the incremental and of {snapshot}")
     for found in summary.orphans:
@@ -155,6 +165,12 @@ def _level(value: str | None) -> int | None:
         raise click.BadParameter(f"{value!r}: only --level 0 (a full archive) can be asked for; an"
                                  " incremental's level is the level FILE records + 1")
     return 0
+
+
+def _unconfirmed(snapshot: str):
+    from ..archive.incremental import unconfirmed
+
+    return unconfirmed(snapshot)
 
 
 def _note(summary) -> None:
