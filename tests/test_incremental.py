@@ -311,3 +311,71 @@ def test_a_pipe_whose_far_end_fails_leaves_the_chain_where_it_was_until_verify_c
     for archive in (level_0, arrived, level_2):
         ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", archive)
     restored_equals_live(live, str(target / "aviary.db"), target)
+
+
+def chain_of_four(site) -> list:
+    """A level 0 and 3 incrementals: new, changed and deleted documents, and one deleted then
+    brought back."""
+    level_0 = pack_g(site, "level0.tar")
+    change(site)
+    level_1 = pack_g(site, "level1.tar")
+    data, back = site["data"], site["keys"][3]  # deleted by change()
+    (data / back).write_bytes(b"%PDF brought back")
+    (data / site["keys"][4]).unlink()
+    level_2 = pack_g(site, "level2.tar")
+    (data / site["keys"][5]).write_bytes(b"%PDF changed on night 3")
+    return [level_0, level_1, level_2, pack_g(site, "level3.tar")]
+
+
+def link(archive) -> dict:
+    return metadata_of(archive)["aviarytools"]["incremental"]
+
+
+def test_verify_checks_a_chain_and_names_the_first_link_that_does_not_fit(live, tmp_path):
+    chain = chain_of_four(live)
+    whole = aviary("verify", *chain, "--report", tmp_path / "report.json")
+    assert whole.returncode == 0, whole.stderr
+    last = whole.stderr.decode().splitlines()[-1]
+    assert last.startswith(f"aviary verify: chain of 4 archives, levels 0 to 3, level 0 {link(chain[0])['archive']}: ok")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["archive"]["id"] == link(chain[3])["archive"] and report["archive"]["level"] == 3
+    assert report["bytes_read"] == sum(a.stat().st_size for a in chain)
+    assert aviary("verify", chain[0], chain[1], "-", input=chain[2].read_bytes()).returncode == 0
+
+    level_0, level_1, level_2, level_3 = chain
+    gap = aviary("verify", level_0, level_1, level_3)
+    assert one_line_error(gap) == (
+        f"aviary verify: {level_3} (archive {link(level_3)['archive']}, level 3): follows archive "
+        f"{link(level_2)['archive']}, expected {link(level_1)['archive']} ({level_1}): an archive missing between "
+        "them, or out of order")
+    assert "out of order" in one_line_error(aviary("verify", level_0, level_2, level_1))
+    assert "a chain starts with its level 0" in one_line_error(aviary("verify", level_1, level_2))
+    assert "given twice" in one_line_error(aviary("verify", level_0, level_1, level_1))
+    plain = tmp_path / "plain.tar"
+    ok("pack", "--db", live["url"], "--storage", live["data"], "-o", plain)
+    assert "not an archive of pack -g" in one_line_error(aviary("verify", plain, level_1))
+
+    other = {"url": str(tmp_path / "other" / "aviary.db"), "data": tmp_path / "other",
+             "snapshot": tmp_path / "other.ndjson", "root": tmp_path}
+    installation(other["url"], other["data"], users=1, docs_per_user=1)
+    theirs = pack_g(other, "other0.tar")
+    assert "an archive of another chain or installation" in one_line_error(aviary("verify", theirs, level_1))
+
+    cut = tmp_path / "level1-cut.tar"
+    cut.write_bytes(level_1.read_bytes()[: level_1.stat().st_size // 2])
+    broken = aviary("verify", level_0, cut, level_2)
+    assert broken.returncode == 1
+    assert f"aviary verify: {cut}: " in broken.stderr.decode() and "problem(s)" in broken.stderr.decode()
+
+
+def test_differentials_are_a_chain_of_the_level_0_and_the_latest_level_1(live, tmp_path):
+    level_0 = pack_g(live, "level0.tar")
+    kept = live["snapshot"].read_bytes()
+    change(live)
+    pack_g(live, "monday.tar")
+    live["snapshot"].write_bytes(kept)
+    (live["data"] / live["keys"][5]).write_bytes(b"%PDF tuesday")
+    tuesday = pack_g(live, "tuesday.tar")
+    assert link(tuesday)["level"] == 1
+    assert aviary("verify", level_0, tuesday).returncode == 0
+    assert "two archives follow the same one" in one_line_error(aviary("verify", level_0, live["root"] / "monday.tar", tuesday))

@@ -79,7 +79,8 @@ def note(**facts) -> None:
 
 def note_archive(metadata: dict) -> None:
     """The archive the run read or wrote, from its metadata.json: its place in a chain
-    (id, level, parent, base) where it has one, and its documents and rows."""
+    (id, level, parent, base) where it has one, and its documents and rows (the last
+    archive's, of a chain; what the command notes itself afterwards wins)."""
     if _run is None or not isinstance(metadata, dict):
         return
     ours = metadata.get("aviarytools") if isinstance(metadata.get("aviarytools"), dict) else {}
@@ -88,9 +89,9 @@ def note_archive(metadata: dict) -> None:
                "base": chain.get("base"), "exported": metadata.get("export_timestamp")}
     _run.facts["archive"] = {k: v for k, v in archive.items() if isinstance(v, (str, int)) and v is not True}
     rows = ours.get("table_rows")
-    if _run.facts["rows"] is None and isinstance(rows, dict):
+    if isinstance(rows, dict):
         _run.facts["rows"] = sum(n for n in rows.values() if type(n) is int)
-    if _run.facts["documents"] is None and type(metadata.get("total_documents")) is int:
+    if type(metadata.get("total_documents")) is int:
         _run.facts["documents"] = metadata["total_documents"]
 
 
