@@ -890,6 +890,43 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
     case("L0, L1, L2 in order", "exit 0 each; = live installation (dumps, object hashes); doctor 0", in_order)
     case("L1 applied twice", "exit 0 twice; target = L1's state", level_1_twice)
 
+    def chain_cut_in_the_middle():
+        """verify L0 L1 L2 with L1 cut in its middle: its links read, L1's damage found and named."""
+        chain = chain_of("same size")
+        folder = env.fresh("inc-chain-cut")
+        cut = folder / "level1.tar"
+        whole = archive(chain, 1).read_bytes()
+        cut.write_bytes(whole[: len(whole) // 2])
+        result = env.run("verify", archive(chain, 0), cut, archive(chain, 2))
+        checks = Checks()
+        if result.rc != 1 or "Traceback" in result.err:
+            checks.failed.append(f"expected exit 1; {result.shown()}")
+        line = next((x for x in result.lines if x.startswith("aviary verify: problem: ") and str(cut) in x), None)
+        if line is None:
+            checks.failed.append(f"no finding naming {cut}: {result.shown()}")
+        expected = [rf"{re.escape(str(archive(chain, 0)))}: ok$", rf"{re.escape(str(cut))}: \d+ problem\(s\)$",
+                    rf"{re.escape(str(archive(chain, 2)))}: ok$", r"chain of 3 archives, levels 0 to 2, .*: \d+ problem"]
+        for pattern in expected:
+            if not any(re.search(pattern, x) for x in result.lines):
+                checks.failed.append(f"no line {pattern}: {result.shown()}")
+        return checks.done((line or "").replace(str(folder) + "/", "")[:110])
+
+    def chain_of_another_installation():
+        """verify with the level 0 of another installation before this chain's L1."""
+        chain = chain_of("same size")
+        other = new_site(env, "inc-chain-other", seed=43)
+        expect_ok(pack_g(env, other, "level0.tar"))
+        result = env.run("verify", other.backups / "level0.tar", archive(chain, 1), archive(chain, 2))
+        checks = Checks()
+        line = checks(expect_error, result, re.escape(str(archive(chain, 1))) + r" \(archive .*, level 1\): of the chain"
+                      r" whose level 0 is .*an archive of another chain or installation")
+        return checks.done(refusal_note(line))
+
+    case("verify L0 L1 L2 with L1 cut in its middle", "exit 1; a finding naming the cut archive; chain summary",
+         chain_cut_in_the_middle)
+    case("verify a chain after another installation's level 0", "exit 1, one line naming L1 and the base it"
+         " expected", chain_of_another_installation)
+
     # 5. a document changed between the listing and the read
 
     def outcome(site: Site, received: bytes, result: Result, before, checks: Checks, changed: str) -> str:
