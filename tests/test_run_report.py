@@ -148,3 +148,19 @@ def test_the_readmes_alert_rules_are_valid_prometheus_rules(tmp_path):
     check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert b"2 rules found" in check.stdout
+
+
+def test_unpack_and_doctor_report_what_they_restored_and_found(site, tmp_path):
+    archive = site["root"] / "a.tar"
+    ok(*pack_args(site, "-o", archive))
+    target = tmp_path / "target"
+    unpacked = tmp_path / "unpack.json"
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", archive, "--report", unpacked)
+    got = json.loads(unpacked.read_text())
+    assert got["command"] == "unpack" and got["ok"] and got["documents"] == 6 and got["rows"] > 0
+    assert got["bytes_read"] == archive.stat().st_size and got["bytes_written"] > 0
+    doctored = tmp_path / "doctor.prom"
+    ok("doctor", "--db", target / "aviary.db", "--storage", target, "--against", archive, "--report", doctored)
+    found = samples(doctored.read_text())
+    assert found[("aviary_backup_findings", (("command", "doctor"), ("severity", "problem")))] == 0
+    assert found[("aviary_backup_success", (("command", "doctor"),))] == 1
