@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from .. import run_report
 from ..archive import layout
+from ..archive.incremental import unconfirmed
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
@@ -90,7 +91,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     summary = None
-    unconfirmed = _unconfirmed(snapshot) if snapshot else None
+    waiting = unconfirmed(snapshot) if snapshot else None  # FILE.pending of a pack never confirmed
     try:
         with _output(output) as out:
             meter = Progress("pack", progress)
@@ -111,9 +112,9 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         # whose far end may yet fail: FILE.pending, until verify -g FILE sees it arrived.
         on_disk = out.partial is not None
         written = summary.snapshot.commit(pending=not on_disk)
-        if unconfirmed is not None:
+        if waiting is not None:
             follows = f"follows archive {summary.parent}" if summary.parent else "is a level 0"
-            warn(f"{snapshot}.pending: archive {unconfirmed.archive} (level {unconfirmed.level}) was never confirmed"
+            warn(f"{snapshot}.pending: archive {waiting.archive} (level {waiting.level}) was never confirmed"
                  f" (`aviary verify -g {snapshot}` of what arrived): this archive {follows} instead")
         info(f"{written}: the state of level {summary.level}" + (
             "" if on_disk else f", until `aviary verify -g {snapshot}` confirms the archive arrived"))
@@ -165,12 +166,6 @@ def _level(value: str | None) -> int | None:
         raise click.BadParameter(f"{value!r}: only --level 0 (a full archive) can be asked for; an"
                                  " incremental's level is the level FILE records + 1")
     return 0
-
-
-def _unconfirmed(snapshot: str):
-    from ..archive.incremental import unconfirmed
-
-    return unconfirmed(snapshot)
 
 
 def _note(summary) -> None:
