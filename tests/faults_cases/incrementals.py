@@ -528,6 +528,39 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         case(f"pack -g | head -c: {label}", head_expected,
              lambda offset_of=offset_of, gzip=gzip: piped_to_head(offset_of, gzip), quick=quick)
 
+    def far_end_failed():
+        """pack -g into a pipe that nothing reads: the far end (aws s3 cp -) failed, yet a small
+        incremental fits in the pipe's buffer and pack ends well.  FILE must not move."""
+        site = new_site(env, "inc-far-end", seed=31)
+        expect_ok(pack_g(env, site, "level0.tar"))
+        before = file_state(site.snapshot)
+        write_doc(site, layout.storage_key(site.users()[0], "night 1.pdf"), b"%PDF-1.4 night 1")
+        proc = env.start("pack", *site.source.args, "-g", site.snapshot, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE)
+        result = proc.wait(120)
+        proc.popen.stdout.close()  # unread: what the far end never took is lost
+        checks = Checks()
+        checks(expect_ok, result)
+        checks(expect_file_kept, site.snapshot, before)
+        pending = site.snapshot.with_name(site.snapshot.name + ".pending")
+        if not pending.exists():
+            checks.failed.append("no FILE.pending")
+        again = pack_g(env, site, "level1.tar")
+        checks(expect_ok, again)
+        if "was never confirmed" not in again.err:
+            checks.failed.append(f"the next pack does not say the last was never confirmed: {again.err[:200]}")
+        level_0 = json.loads(tar_members((site.backups / "level0.tar").read_bytes())["metadata.json"])
+        level_1 = json.loads(tar_members((site.backups / "level1.tar").read_bytes())["metadata.json"])
+        parent = level_1["aviarytools"]["incremental"]["parent"]
+        if parent != level_0["aviarytools"]["incremental"]["archive"]:
+            checks.failed.append(f"the next level 1 follows {parent}, not the level 0")
+        if pending.exists():
+            checks.failed.append("FILE.pending left after a pack -o")
+        return checks.done("pack exit 0, FILE as before, FILE.pending; the next pack follows the level 0, warned")
+
+    case("pack -g | a far end that fails without reading (fits in the pipe)", "pack exit 0; FILE kept, "
+         "FILE.pending; the next pack follows FILE's archive, with a warning", far_end_failed, quick=True)
+
     def signalled_mid_stream(signum: int):
         """pack -g to a pipe the drill stops reading once 2 MiB (the carried documents) came."""
         chain = big_chain()
