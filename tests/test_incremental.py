@@ -277,7 +277,10 @@ def test_a_pipe_whose_far_end_fails_leaves_the_chain_where_it_was_until_verify_c
         return subprocess.run(f"set -o pipefail; {pack} | {far_end}", shell=True, executable="/bin/bash",
                               capture_output=True, cwd=tmp_path)
 
-    failed = piped("sh -c 'sleep 1; echo Unable to locate credentials >&2; exit 1'")  # reads nothing
+    # The far end reads nothing and fails once pack is done (its state written): as aws after pack
+    # wrote a small archive into the pipe's buffer.
+    failed = piped(f"sh -c 'for i in $(seq 600); do [ -e {pending} ] && break; sleep 0.1; done;"
+                   " echo Unable to locate credentials >&2; exit 1'")
     assert failed.returncode == 1 and b"Unable to locate credentials" in failed.stderr
     assert live["snapshot"].read_bytes() == before and pending.exists()
     first = json.loads(pending.read_bytes().splitlines()[0])
