@@ -206,8 +206,10 @@ def test_an_incremental_chain_on_s3_and_postgresql(tmp_path, pg_url, s3_server, 
     installation(pg_url, store, users=2)
     snapshot = tmp_path / "s3.ndjson"
     args = ["--db", pg_url, *s3_args(s3_server, s3_bucket), "-g", snapshot]
-    all_ok(pipeline(["aviary", "pack", *args, "-z"], ["gzip", "-dc"], ["aviary", "unpack", "--db",
+    level_0 = tmp_path / "level0.tar.gz"
+    all_ok(pipeline(["aviary", "pack", *args, "-z"], ["tee", level_0], ["gzip", "-dc"], ["aviary", "unpack", "--db",
                     tmp_path / "t.db", "--storage", tmp_path / "t", "--create-schema"], env=s3_env(s3_server)))
+    ok("verify", "-g", snapshot, level_0)  # it arrived: the pending state becomes FILE's
     key = next(info.key for info in store.list("users/"))
     store.write(key, [b"%PDF changed on S3"])
     store.write(key.rsplit("/", 1)[0] + "/added.pdf", [b"%PDF added"])
@@ -253,3 +255,130 @@ def test_a_snapshot_respelled_as_jq_would_gives_the_same_level_1(live):
     live["snapshot"].write_bytes(respelled)
     assert manifest_of(pack_g(live, "level1-respelled.tar")) == level_1
     assert {e["key"] for e in level_1 if e["carried"]} == {changed["new"], changed["same size"], changed["other size"]}
+
+
+def test_a_pipe_whose_far_end_fails_leaves_the_chain_where_it_was_until_verify_confirms(live, tmp_path):
+    """`pack -g FILE | aws s3 cp - ...` with aws failing: a small incremental fits in the pipe's
+    buffer, so pack ends well, but its state stays pending (FILE.pending) and FILE does not
+    move until `verify -g FILE` sees the archive that arrived."""
+    import subprocess
+
+    from helpers import AVIARY
+
+    level_0 = pack_g(live, "level0.tar")
+    base = metadata_of(level_0)["aviarytools"]["incremental"]["archive"]
+    before = live["snapshot"].read_bytes()
+    pending = tmp_path / "snapshot.ndjson.pending"
+    change(live)
+    pack = " ".join(map(repr, [*AVIARY, "pack", "--db", live["url"], "--storage", str(live["data"]),
+                               "-g", str(live["snapshot"])]))
+
+    def piped(far_end: str) -> subprocess.CompletedProcess:
+        return subprocess.run(f"set -o pipefail; {pack} | {far_end}", shell=True, executable="/bin/bash",
+                              capture_output=True, cwd=tmp_path)
+
+    # The far end reads nothing and fails once pack is done (its state written): as aws after pack
+    # wrote a small archive into the pipe's buffer.
+    failed = piped(f"sh -c 'for i in $(seq 600); do [ -e {pending} ] && break; sleep 0.1; done;"
+                   " echo Unable to locate credentials >&2; exit 1'")
+    assert failed.returncode == 1 and b"Unable to locate credentials" in failed.stderr
+    assert live["snapshot"].read_bytes() == before and pending.exists()
+    first = json.loads(pending.read_bytes().splitlines()[0])
+    assert (first["level"], first["base"]) == (1, base)
+
+    arrived = tmp_path / "arrived.tar"
+    again = piped(f"cat > {arrived}")
+    assert again.returncode == 0
+    assert f"was never confirmed (`aviary verify -g {live['snapshot']}` of what arrived): this archive " \
+           f"follows archive {base} instead" in again.stderr.decode()
+    link = metadata_of(arrived)["aviarytools"]["incremental"]
+    assert (link["level"], link["parent"]) == (1, base) and link["archive"] != first["archive"]
+    assert live["snapshot"].read_bytes() == before
+
+    wrong = aviary("verify", "-g", live["snapshot"], level_0)
+    assert wrong.returncode == 1 and f"awaits archive {link['archive']}" in wrong.stderr.decode()
+    assert live["snapshot"].read_bytes() == before
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(arrived.read_bytes()[:-2048 * 4])
+    assert aviary("verify", "-g", live["snapshot"], cut).returncode == 1
+    assert live["snapshot"].read_bytes() == before
+
+    confirmed = aviary("verify", "-g", live["snapshot"], input=arrived.read_bytes())
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert json.loads(live["snapshot"].read_bytes().splitlines()[0])["archive"] == link["archive"]
+    assert not pending.exists()
+    level_2 = pack_g(live, "level2.tar")
+    assert metadata_of(level_2)["aviarytools"]["incremental"]["parent"] == link["archive"]
+
+    target = tmp_path / "target"
+    for archive in (level_0, arrived, level_2):
+        ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", archive)
+    restored_equals_live(live, str(target / "aviary.db"), target)
+
+
+def chain_of_four(site) -> list:
+    """A level 0 and 3 incrementals: new, changed and deleted documents, and one deleted then
+    brought back."""
+    level_0 = pack_g(site, "level0.tar")
+    change(site)
+    level_1 = pack_g(site, "level1.tar")
+    data, back = site["data"], site["keys"][3]  # deleted by change()
+    (data / back).write_bytes(b"%PDF brought back")
+    (data / site["keys"][4]).unlink()
+    level_2 = pack_g(site, "level2.tar")
+    (data / site["keys"][5]).write_bytes(b"%PDF changed on night 3")
+    return [level_0, level_1, level_2, pack_g(site, "level3.tar")]
+
+
+def link(archive) -> dict:
+    return metadata_of(archive)["aviarytools"]["incremental"]
+
+
+def test_verify_checks_a_chain_and_names_the_first_link_that_does_not_fit(live, tmp_path):
+    chain = chain_of_four(live)
+    whole = aviary("verify", *chain, "--report", tmp_path / "report.json")
+    assert whole.returncode == 0, whole.stderr
+    last = whole.stderr.decode().splitlines()[-1]
+    assert last.startswith(f"aviary verify: chain of 4 archives, levels 0 to 3, level 0 {link(chain[0])['archive']}: ok")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["archive"]["id"] == link(chain[3])["archive"] and report["archive"]["level"] == 3
+    assert report["bytes_read"] == sum(a.stat().st_size for a in chain)
+    assert aviary("verify", chain[0], chain[1], "-", input=chain[2].read_bytes()).returncode == 0
+
+    level_0, level_1, level_2, level_3 = chain
+    gap = aviary("verify", level_0, level_1, level_3)
+    assert one_line_error(gap) == (
+        f"aviary verify: {level_3} (archive {link(level_3)['archive']}, level 3): follows archive "
+        f"{link(level_2)['archive']}, expected {link(level_1)['archive']} ({level_1}): an archive missing between "
+        "them, or out of order")
+    assert "out of order" in one_line_error(aviary("verify", level_0, level_2, level_1))
+    assert "a chain starts with its level 0" in one_line_error(aviary("verify", level_1, level_2))
+    assert "given twice" in one_line_error(aviary("verify", level_0, level_1, level_1))
+    plain = tmp_path / "plain.tar"
+    ok("pack", "--db", live["url"], "--storage", live["data"], "-o", plain)
+    assert "not an archive of pack -g" in one_line_error(aviary("verify", plain, level_1))
+
+    other = {"url": str(tmp_path / "other" / "aviary.db"), "data": tmp_path / "other",
+             "snapshot": tmp_path / "other.ndjson", "root": tmp_path}
+    installation(other["url"], other["data"], users=1, docs_per_user=1)
+    theirs = pack_g(other, "other0.tar")
+    assert "an archive of another chain or installation" in one_line_error(aviary("verify", theirs, level_1))
+
+    cut = tmp_path / "level1-cut.tar"
+    cut.write_bytes(level_1.read_bytes()[: level_1.stat().st_size // 2])
+    broken = aviary("verify", level_0, cut, level_2)
+    assert broken.returncode == 1
+    assert f"aviary verify: {cut}: " in broken.stderr.decode() and "problem(s)" in broken.stderr.decode()
+
+
+def test_differentials_are_a_chain_of_the_level_0_and_the_latest_level_1(live, tmp_path):
+    level_0 = pack_g(live, "level0.tar")
+    kept = live["snapshot"].read_bytes()
+    change(live)
+    pack_g(live, "monday.tar")
+    live["snapshot"].write_bytes(kept)
+    (live["data"] / live["keys"][5]).write_bytes(b"%PDF tuesday")
+    tuesday = pack_g(live, "tuesday.tar")
+    assert link(tuesday)["level"] == 1
+    assert aviary("verify", level_0, tuesday).returncode == 0
+    assert "two archives follow the same one" in one_line_error(aviary("verify", level_0, live["root"] / "monday.tar", tuesday))

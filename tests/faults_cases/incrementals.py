@@ -167,6 +167,12 @@ def manifest_of(archive: bytes) -> list[dict]:
     return [json.loads(line) for line in tar_members(archive)["manifest.ndjson"].splitlines()]
 
 
+def piped_state(snapshot: Path) -> bytes:
+    """The state a pack -g to a pipe wrote: FILE.pending, FILE itself waiting for verify -g FILE."""
+    pending = snapshot.with_name(snapshot.name + ".pending")
+    return pending.read_bytes() if pending.exists() else b'{"archive": "(no FILE.pending)", "level": null, "base": null}\n'
+
+
 def consistency(archive: bytes, snapshot: bytes | None) -> list[str]:
     """Why an incremental and the FILE written with it disagree: every carried entry of the
     manifest a member of that size and XXH128, no member it does not carry, and FILE the
@@ -467,6 +473,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             shutil.copy(site.snapshot, scratch)
             reference = expect_ok(pack_g(env, site, None, snapshot=scratch)).out
             scratch.unlink()
+            scratch.with_name(scratch.name + ".pending").unlink()
             return {"site": site, "keys": keys, "layout": spans(reference), "size": len(reference)}
         return fx._once("inc-big-chain", build)
 
@@ -520,6 +527,39 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             ("gzip: a third (carried documents)", lambda chain: chain["size"] // 3, True, False)):
         case(f"pack -g | head -c: {label}", head_expected,
              lambda offset_of=offset_of, gzip=gzip: piped_to_head(offset_of, gzip), quick=quick)
+
+    def far_end_failed():
+        """pack -g into a pipe that nothing reads: the far end (aws s3 cp -) failed, yet a small
+        incremental fits in the pipe's buffer and pack ends well.  FILE must not move."""
+        site = new_site(env, "inc-far-end", seed=31)
+        expect_ok(pack_g(env, site, "level0.tar"))
+        before = file_state(site.snapshot)
+        write_doc(site, layout.storage_key(site.users()[0], "night 1.pdf"), b"%PDF-1.4 night 1")
+        proc = env.start("pack", *site.source.args, "-g", site.snapshot, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE)
+        result = proc.wait(120)
+        proc.popen.stdout.close()  # unread: what the far end never took is lost
+        checks = Checks()
+        checks(expect_ok, result)
+        checks(expect_file_kept, site.snapshot, before)
+        pending = site.snapshot.with_name(site.snapshot.name + ".pending")
+        if not pending.exists():
+            checks.failed.append("no FILE.pending")
+        again = pack_g(env, site, "level1.tar")
+        checks(expect_ok, again)
+        if "was never confirmed" not in again.err:
+            checks.failed.append(f"the next pack does not say the last was never confirmed: {again.err[:200]}")
+        level_0 = json.loads(tar_members((site.backups / "level0.tar").read_bytes())["metadata.json"])
+        level_1 = json.loads(tar_members((site.backups / "level1.tar").read_bytes())["metadata.json"])
+        parent = level_1["aviarytools"]["incremental"]["parent"]
+        if parent != level_0["aviarytools"]["incremental"]["archive"]:
+            checks.failed.append(f"the next level 1 follows {parent}, not the level 0")
+        if pending.exists():
+            checks.failed.append("FILE.pending left after a pack -o")
+        return checks.done("pack exit 0, FILE as before, FILE.pending; the next pack follows the level 0, warned")
+
+    case("pack -g | a far end that fails without reading (fits in the pipe)", "pack exit 0; FILE kept, "
+         "FILE.pending; the next pack follows FILE's archive, with a warning", far_end_failed, quick=True)
 
     def signalled_mid_stream(signum: int):
         """pack -g to a pipe the drill stops reading once 2 MiB (the carried documents) came."""
@@ -883,6 +923,43 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
     case("L0, L1, L2 in order", "exit 0 each; = live installation (dumps, object hashes); doctor 0", in_order)
     case("L1 applied twice", "exit 0 twice; target = L1's state", level_1_twice)
 
+    def chain_cut_in_the_middle():
+        """verify L0 L1 L2 with L1 cut in its middle: its links read, L1's damage found and named."""
+        chain = chain_of("same size")
+        folder = env.fresh("inc-chain-cut")
+        cut = folder / "level1.tar"
+        whole = archive(chain, 1).read_bytes()
+        cut.write_bytes(whole[: len(whole) // 2])
+        result = env.run("verify", archive(chain, 0), cut, archive(chain, 2))
+        checks = Checks()
+        if result.rc != 1 or "Traceback" in result.err:
+            checks.failed.append(f"expected exit 1; {result.shown()}")
+        line = next((x for x in result.lines if x.startswith("aviary verify: problem: ") and str(cut) in x), None)
+        if line is None:
+            checks.failed.append(f"no finding naming {cut}: {result.shown()}")
+        expected = [rf"{re.escape(str(archive(chain, 0)))}: ok$", rf"{re.escape(str(cut))}: \d+ problem\(s\)$",
+                    rf"{re.escape(str(archive(chain, 2)))}: ok$", r"chain of 3 archives, levels 0 to 2, .*: \d+ problem"]
+        for pattern in expected:
+            if not any(re.search(pattern, x) for x in result.lines):
+                checks.failed.append(f"no line {pattern}: {result.shown()}")
+        return checks.done((line or "").replace(str(folder) + "/", "")[:110])
+
+    def chain_of_another_installation():
+        """verify with the level 0 of another installation before this chain's L1."""
+        chain = chain_of("same size")
+        other = new_site(env, "inc-chain-other", seed=43)
+        expect_ok(pack_g(env, other, "level0.tar"))
+        result = env.run("verify", other.backups / "level0.tar", archive(chain, 1), archive(chain, 2))
+        checks = Checks()
+        line = checks(expect_error, result, re.escape(str(archive(chain, 1))) + r" \(archive .*, level 1\): of the chain"
+                      r" whose level 0 is .*an archive of another chain or installation")
+        return checks.done(refusal_note(line))
+
+    case("verify L0 L1 L2 with L1 cut in its middle", "exit 1; a finding naming the cut archive; chain summary",
+         chain_cut_in_the_middle)
+    case("verify a chain after another installation's level 0", "exit 1, one line naming L1 and the base it"
+         " expected", chain_of_another_installation)
+
     # 5. a document changed between the listing and the read
 
     def outcome(site: Site, received: bytes, result: Result, before, checks: Checks, changed: str) -> str:
@@ -892,12 +969,14 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         stream.write_bytes(received)
         if result.rc == 0:
             checks(expect_ok, env.run("verify", stream))
-            problems = consistency(received, site.snapshot.read_bytes())
+            checks(expect_file_kept, site.snapshot, before)
+            problems = consistency(received, piped_state(site.snapshot))
             if problems:
                 checks.failed.append(f"exit 0, but {len(problems)} problem(s): {'; '.join(problems)[:400]}")
             carried = {e["key"]: e for e in manifest_of(received) if e["carried"]}
             entry = carried.get(changed)
-            note = ("exit 0: carried as read" if entry else "exit 0: not carried") + ", verify 0, FILE = manifest"
+            note = ("exit 0: carried as read" if entry else "exit 0: not carried") + \
+                ", verify 0, FILE as before, FILE.pending = manifest"
             return note
         line = checks(expect_error, result, r"changed while packing.*run pack again|deleted while packing.*run pack"
                                             r" again")
@@ -1002,7 +1081,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             checks.failed.append("expected exit 0: the document is not read by a level 1")
         return checks.done(note)
 
-    either = "exit 1 'changed while packing; run pack again', FILE kept; or exit 0, verify 0, manifest = members = FILE"
+    either = "exit 1 'changed while packing; run pack again', FILE kept; or exit 0, verify 0, manifest = members = FILE.pending"
     case("carried document rewritten at the same size after the hash", either,
          lambda: after_the_hash("same size"), quick=True)
     case("carried document grown after the hash", either, lambda: after_the_hash("other size"))
@@ -1012,7 +1091,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
          lambda: during_the_hash("same size"))
     case("carried document (4 MiB) shrunk and rewritten while pack -g hashes", either,
          lambda: during_the_hash("other size"))
-    case("uncarried document rewritten mid-pack", "exit 0, verify 0, FILE = manifest; the next level carries it",
+    case("uncarried document rewritten mid-pack", "exit 0, verify 0, FILE.pending = manifest; the next level carries it",
          uncarried_rewritten)
 
     def expect_left_out(checks: Checks, result: Result, name: str, received: bytes, stream: Path) -> None:
@@ -1047,7 +1126,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             vanished = tar_members(received).get(layout.VANISHED) or b""
             if member.encode() not in vanished:
                 checks.failed.append(f"vanished.ndjson does not name {member}")
-            problems = level_0_consistency(received, site.snapshot.read_bytes())
+            problems = level_0_consistency(received, piped_state(site.snapshot))
             if problems:
                 checks.failed.append(f"FILE and archive disagree: {'; '.join(problems)[:300]}")
         else:
@@ -1082,7 +1161,7 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
             expect_left_out(checks, result, last, received, site.backups / "level1.tar")
             if any(e["key"] == last for e in manifest_of(received)):
                 checks.failed.append(f"the manifest lists {last}, deleted before it was read")
-            problems = consistency(received, site.snapshot.read_bytes())
+            problems = consistency(received, piped_state(site.snapshot))
             if problems:
                 checks.failed.append(f"{'; '.join(problems)[:300]}")
         else:  # a failed pack, at least, keeps FILE
@@ -1092,11 +1171,11 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
 
     for size in (8 << 10, 4 << 20):
         case(f"level 1: a new document of {human(size)} deleted before pack -g hashes it",
-             "exit 0, a warning; verify 0; not in the manifest nor FILE; FILE = manifest",
+             "exit 0, a warning; verify 0; not in the manifest nor FILE.pending; = manifest",
              lambda size=size: deleted_before_its_hash(size))
     for size in (8 << 10, BIG):
         case(f"level 0 (pack -g, no FILE): a document of {human(size)} deleted mid-pack",
-             "exit 0, a warning; verify 0; vanished.ndjson names it; FILE = the archive's documents",
+             "exit 0, a warning; verify 0; vanished.ndjson names it; FILE.pending = the archive's documents",
              lambda size=size: level_0_vanished(size))
 
     # 6. S3

@@ -15,7 +15,9 @@ manifest of every document as it is now (the same lines, with "carried"),
 and the bytes of the documents that are new or changed since FILE's state:
 a different size, or a different mtime (a folder) or ETag (S3), or with
 --checksum a different XXH128.  FILE is replaced only once the archive is
-complete.
+complete, and (the archive written to a pipe, whose far end may have failed
+after reading it) only once the archive is confirmed to have arrived: see
+confirm().
 
 An incremental keeps its documents under incremental/documents/, not
 filesystem/: Aviary's own restore wipes every user's folder whenever an
@@ -26,6 +28,7 @@ it before touching anything.  A level 0 stays an ordinary archive.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -195,6 +198,9 @@ class SnapshotLines:
                 raise AviaryError(f"{self.path} line {self.number}: {self.entry.key}: out of key order (damaged?)")
         return self.entry
 
+    def close(self) -> None:
+        self._file.close()
+
     def rest(self) -> None:
         """Parse every line left (a damaged snapshot is refused wherever it is damaged)."""
         while self.line is not None:
@@ -241,6 +247,48 @@ def merged(listing: Iterable[ObjectInfo], before: SnapshotLines
     before.rest()
 
 
+def pending_path(path: str) -> str:
+    """Where a pack whose archive went to a pipe leaves the new state, until confirm()."""
+    return path + ".pending"
+
+
+def unconfirmed(path: str) -> State | None:
+    """The state FILE.pending holds (a pack whose archive was never confirmed), if any."""
+    found = read_snapshot(pending_path(path))
+    if found is None:
+        return None
+    state, lines = found
+    lines.close()
+    return state
+
+
+def confirm(path: str, metadata: dict) -> str:
+    """FILE.pending becomes FILE, now that an archive found whole (verify -g FILE) is the one
+    it describes: `metadata` is that archive's metadata.json.  What happened, or an
+    AviaryError saying why FILE stays as it was."""
+    chain = (metadata.get("aviarytools") or {}).get("incremental") if isinstance(metadata, dict) else None
+    arrived = chain.get("archive") if isinstance(chain, dict) else None
+    if arrived is None:
+        raise AviaryError(f"{path}: the archive is not of a pack -g (no aviarytools.incremental): FILE left as it was")
+    waiting = unconfirmed(path)
+    if waiting is None:
+        current = read_snapshot(path)
+        if current is not None:
+            current[1].close()
+            if current[0].archive == arrived:
+                return f"{path}: already the state of archive {arrived} (level {current[0].level})"
+        raise AviaryError(f"{path}: no pack awaits confirmation ({pending_path(path)} is missing), and the "
+                          f"archive {arrived} is not the one FILE records: FILE left as it was")
+    if waiting.archive != arrived:
+        raise AviaryError(f"{pending_path(path)}: awaits archive {waiting.archive} (level {waiting.level}), not "
+                          f"{arrived}: verify the archive that pack wrote; FILE left as it was")
+    try:
+        os.replace(pending_path(path), path)
+    except OSError as e:
+        raise AviaryError(f"{path}: {e.strerror or e}") from None
+    return f"{path}: now the state of archive {arrived} (level {waiting.level}), confirmed"
+
+
 class SnapshotWriter:
     """The new FILE, written as FILE.partial-<random> and put in FILE's place by commit():
     a pack that fails leaves FILE as it was."""
@@ -261,15 +309,22 @@ class SnapshotWriter:
     def add_lines(self, lines: Iterable[bytes]) -> None:
         self.file.writelines(lines)
 
-    def commit(self) -> None:
+    def commit(self, pending: bool = False) -> str:
+        """Put the new state in FILE's place, or (`pending`: the archive went where pack
+        cannot see it arrive) at FILE.pending, until confirm(); the name it now has."""
+        target = pending_path(self.path) if pending else self.path
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
-            os.replace(self.partial, self.path)
+            os.replace(self.partial, target)
+            if not pending:  # a pending state from an earlier pack is superseded
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(pending_path(self.path))
         except OSError as e:
             self.abort()
             raise AviaryError(f"{self.path}: {e.strerror or e}") from None
+        return target
 
     def abort(self) -> None:
         self.file.close()

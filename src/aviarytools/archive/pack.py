@@ -16,7 +16,7 @@ from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Iterable, Iterator
 
-from .. import __version__, declared, schema
+from .. import __version__, declared, run_report, schema
 from ..db import Database
 from ..errors import AviaryError, MissingObject, UnreadableObject
 from ..query import Query, quote_ident
@@ -62,6 +62,7 @@ class PackSummary:
     download_copies: int = 0  # a single-user pack: download links' copies left out (downloads/<token>/)
     snapshot: incremental.SnapshotWriter | None = None  # pack -g: the new FILE, to commit once out is whole
     level: int | None = None
+    parent: str | None = None  # pack -g: the archive this one follows
     vanished_keys: list[str] = field(default_factory=list)  # pack -g: deleted before they could be hashed
 
 
@@ -301,9 +302,10 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
             inc = options.incremental
             plan = incremental.plan(inc.snapshot, inc.level_0, inc.checksum, storage, files, options.user_ids,
                                     str(uuid.uuid4()))
-            summary.level = plan.level
+            summary.level, summary.parent = plan.level, plan.parent
             summary.vanished_keys = plan.vanished
         metadata = build_metadata(db, options, summary.table_rows, files, now_ns, users, plan)
+        run_report.note_archive(metadata)
         written = plan.carried if plan is not None and plan.level else files
         if progress is not None:
             progress.expect(expected_size([size for _, size in measured.values()], written))

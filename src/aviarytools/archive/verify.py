@@ -29,17 +29,19 @@ class _Checks(Consumer):
 def verify(stream: BinaryIO, source: str = "-", max_age: Duration | None = None,
            progress=None, about=None) -> Iterator[Finding]:
     """Yield every problem found (and a few informational findings); `about` is given the
-    metadata, if the archive has any, once the walk is done."""
+    metadata, if the archive has any, once the walk ends (also when damage stopped it: a
+    chain's links are read from it)."""
     walk = Walk(stream, source, _Checks(), progress)
     try:
         yield from walk
     except ArchiveError as e:
         yield problem("structure", str(e))
         return
+    finally:
+        if about is not None and walk.metadata is not None:
+            about(walk.metadata)
     if walk.metadata is not None:
         yield from _check_age(walk.metadata, max_age)
-        if about is not None:
-            about(walk.metadata)
 
 
 def _check_age(metadata: dict, max_age: Duration | None) -> Iterator[Finding]:

@@ -53,7 +53,7 @@ from typing import BinaryIO
 
 import xxhash
 
-from .. import declared, schema
+from .. import declared, run_report, schema
 from ..errors import ArchiveError, InputError
 from ..findings import PROBLEM, Finding, info, problem
 from ..model import Table
@@ -318,6 +318,7 @@ class Walk:
         self.tally.digests.append((member.name, content.hasher.hexdigest()))
         yield from self._metadata_problems(metadata)
         self.metadata = metadata
+        run_report.note_archive(metadata)
         if self.progress is not None and self.progress.total is None:  # read from a pipe: documents' bytes
             total = metadata.get("total_size_bytes")
             self.progress.expect(total if isinstance(total, int) else None, by_documents=True)

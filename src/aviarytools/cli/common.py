@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import click
 
-from .. import errors, startup
+from .. import errors, run_report, startup
 from ..errors import AviaryError
 
 
@@ -151,7 +151,9 @@ def run_main(group: click.Group) -> NoReturn:
         status = e.code
     if status is not None and not isinstance(status, int):
         click.echo(status, err=True)
+        run_report.note_error(str(status))
         status = 1
+    status = _report(status or 0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -160,8 +162,19 @@ def run_main(group: click.Group) -> NoReturn:
     os._exit(status or 0)
 
 
+def _report(status: int) -> int:
+    """Write the run's --report FILE, if it has one; the exit status after that."""
+    try:
+        run_report.finish(status)
+    except AviaryError as e:
+        click.echo(f"{_failed_command('aviary')}: {errors.message(str(e))}", err=True)
+        return status or 1
+    return status
+
+
 def _run(group: click.Group) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    run_report.clock()
     name = "aviary"
     try:
         group.main(standalone_mode=False, prog_name="aviary")
@@ -169,28 +182,36 @@ def _run(group: click.Group) -> None:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
+        run_report.note_error(e.format_message())
         sys.exit(e.exit_code)
     except click.exceptions.Abort:  # click's form of KeyboardInterrupt
-        click.echo(f"{_failed_command(name)}: interrupted", err=True)
-        sys.exit(130)
+        _fail(f"{_failed_command(name)}: interrupted", 130)
     except AviaryError as e:
-        for line in e.lines():
-            click.echo(f"{_failed_command(name)}: {errors.message(line)}", err=True)
+        lines = [f"{_failed_command(name)}: {errors.message(line)}" for line in e.lines()]
+        for line in lines:
+            click.echo(line, err=True)
+        run_report.note_error(" / ".join(lines))  # the report's error is one line
         sys.exit(1)
     except (BrokenPipeError, PipeClosed):
         _quiet_stdout()
         sys.exit(0)
     except OSError as e:  # e.g. a full disk under stdout: one line, not a traceback
         click.echo(f"{_failed_command(name)}: {errors.message(e.strerror or str(e))}", err=True)
+        run_report.note_error(f"{_failed_command(name)}: {e.strerror or e}")
         _quiet_stdout()
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo(f"{_failed_command(name)}: interrupted", err=True)
-        sys.exit(130)
+        _fail(f"{_failed_command(name)}: interrupted", 130)
     except Terminated:
-        click.echo(f"{_failed_command(name)}: terminated", err=True)
-        sys.exit(143)
+        _fail(f"{_failed_command(name)}: terminated", 143)
     _flush_stdout()
+
+
+def _fail(line: str, status: int) -> NoReturn:
+    """Say why the command failed (one line, redacted already), and exit with `status`."""
+    click.echo(line, err=True)
+    run_report.note_error(line)
+    sys.exit(status)
 
 
 def _failed_command(default: str) -> str:
@@ -361,6 +382,18 @@ def progress_option(command):
                         help="Show progress on stderr [default: when stderr is a terminal].")(command)
 
 
+def report_option(command):
+    """--report FILE: pack, unpack, verify and doctor leave a report of the run (run_report.py)."""
+    return click.option("--report", metavar="FILE", expose_value=False, callback=_begin_report,
+                        help="When done (or failed), write a report of the run to FILE: JSON, or a "
+                        "Prometheus textfile if FILE ends in .prom.")(command)
+
+
+def _begin_report(ctx, param, path):
+    if path is not None:
+        run_report.begin(path, ctx.info_name)
+
+
 def input_name(stream) -> str:
     return "-" if stream is sys.stdin.buffer or getattr(stream, "name", "-") == "<stdin>" else stream.name
 
@@ -397,4 +430,5 @@ def report_findings(findings, as_json: bool) -> dict[str, int]:
                     _quiet_stdout()
             else:
                 click.echo(f"{command_name()}: {finding.line()}", err=True)
+    run_report.note_findings(counts)
     return counts

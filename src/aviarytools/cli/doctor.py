@@ -2,11 +2,12 @@
 
 import click
 
+from .. import run_report
 from ..doctor import check_installation, compare
 from ..findings import PROBLEM, WARNING, failing
 from ..progress import CountingReader, Progress
 from .common import ARCHIVE_FORMS, InputFile, closing, db_option, fail_on_option, input_name, open_db, open_storage, \
-    progress_option, report_findings, storage_options, user_option
+    progress_option, report_findings, report_option, storage_options, user_option
 
 
 @click.command("doctor")
@@ -19,6 +20,7 @@ from .common import ARCHIVE_FORMS, InputFile, closing, db_option, fail_on_option
 @click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
 @fail_on_option
 @progress_option
+@report_option
 def command(db_url, deep, archive, users, as_json, fail_on, progress, **storage):
     """Check the live database and documents; exit 0 healthy, 1 problems.
 
@@ -44,6 +46,7 @@ def command(db_url, deep, archive, users, as_json, fail_on, progress, **storage)
     storage = open_storage(**storage)
     db = open_db(db_url)
     meter = Progress("doctor", progress)
+    run_report.count_bytes(meter)
     with closing(db), storage:
         if archive is not None:
             findings = compare(CountingReader(archive, meter), input_name(archive), db, storage,
@@ -54,6 +57,8 @@ def command(db_url, deep, archive, users, as_json, fail_on, progress, **storage)
     meter.done()
     problems, warnings = counts[PROBLEM], counts[WARNING]
     verdict = f"{problems} problem(s) found" if problems else "no problems found"
-    click.echo(f"aviary doctor: {verdict}" + (f", {warnings} warning(s)" if warnings else ""), err=True)
+    summary = f"aviary doctor: {verdict}" + (f", {warnings} warning(s)" if warnings else "")
+    click.echo(summary, err=True)
     if failing(counts, fail_on):
+        run_report.note_error(summary)
         raise SystemExit(1)

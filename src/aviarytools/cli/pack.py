@@ -8,13 +8,15 @@ import sys
 import click
 from click.core import ParameterSource
 
+from .. import run_report
 from ..archive import layout
+from ..archive.incremental import unconfirmed
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
 from ..tar import gzip_output
 from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
-    storage_options, table_names, table_options, user_option, widen_pipe
+    report_option, storage_options, table_names, table_options, user_option, widen_pipe
 
 
 # Single-user Aviary's device pairing, whatever its storage: rmapi's file in the home of the
@@ -46,13 +48,15 @@ def _default_pairing() -> str:
               help="With --single-user: the device pairing to pack (absent is fine).")
 @click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
               help="Incremental: only the documents changed since the state FILE records (a full archive,"
-              " level 0, if there is no FILE); FILE then records the new state.")
+              " level 0, if there is no FILE); FILE then records the new state (written to stdout: FILE.pending, until"
+              " `aviary verify -g FILE` confirms the archive arrived).")
 @click.option("--level", metavar="0", callback=lambda ctx, param, value: _level(value),
               help="With -g: a full archive (level 0) whatever FILE holds, and a new chain"
               " (the only level given; the others follow from FILE).")
 @click.option("--checksum", is_flag=True,
               help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
+@report_option
 def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, allow_empty_storage, redact,
             single_user, rmapi_conf, snapshot, level, checksum, progress, **storage):
     """Write the database and the documents as one tar stream.
@@ -87,6 +91,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
     storage = None if no_files else open_storage(**storage)
     db = None if no_db else open_db(db_url)
     summary = None
+    waiting = unconfirmed(snapshot) if snapshot else None  # FILE.pending of a pack never confirmed
     try:
         with _output(output) as out:
             meter = Progress("pack", progress)
@@ -101,9 +106,18 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         if summary is not None and summary.snapshot is not None:
             summary.snapshot.abort()  # FILE stays as it was: the archive is not complete
         raise
+    _note(summary)
     if summary.snapshot is not None:
-        summary.snapshot.commit()  # only now: the archive is whole (and, with -o, on disk)
-        info(f"{snapshot}: the state of level {summary.level}")
+        # Only now: the archive is whole.  On disk (-o FILE): FILE moves on.  Sent down a pipe,
+        # whose far end may yet fail: FILE.pending, until verify -g FILE sees it arrived.
+        on_disk = out.partial is not None
+        written = summary.snapshot.commit(pending=not on_disk)
+        if waiting is not None:
+            follows = f"follows archive {summary.parent}" if summary.parent else "is a level 0"
+            warn(f"{snapshot}.pending: archive {waiting.archive} (level {waiting.level}) was never confirmed"
+                 f" (`aviary verify -g {snapshot}` of what arrived): this archive {follows} instead")
+        info(f"{written}: the state of level {summary.level}" + (
+            "" if on_disk else f", until `aviary verify -g {snapshot}` confirms the archive arrived"))
     for key in summary.vanished_keys:
         warn(f"{key}: deleted while packing: left out of the incremental and of {snapshot}")
     for found in summary.orphans:
@@ -154,6 +168,11 @@ def _level(value: str | None) -> int | None:
     return 0
 
 
+def _note(summary) -> None:
+    run_report.note(bytes_read=summary.document_bytes, bytes_written=summary.bytes_written,
+                    documents=summary.documents, rows=sum(summary.table_rows.values()))
+
+
 def _refuse_with_single_user(given: dict) -> None:
     named = [option for option, value in given.items() if value]
     if named:
@@ -179,6 +198,7 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empt
         if stream:
             stream.close()
         meter.done()
+    _note(summary)
     if summary.download_copies:
         warn(f"{documents.url}/{prefix}{layout.DOWNLOADS}: {summary.download_copies} file(s) of Aviary's download"
              " links (downloads/<token>/, transient copies, not documents): left out")

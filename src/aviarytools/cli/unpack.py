@@ -4,11 +4,11 @@ import os
 
 import click
 
-from .. import errors
+from .. import errors, run_report
 from ..archive.extract import extract
 from ..progress import CountingReader, Progress
 from .common import archive_argument, closing, db_option, info, input_name, open_db, \
-    open_storage, progress_option, storage_options, table_names, table_options, user_option, warn
+    open_storage, progress_option, report_option, storage_options, table_names, table_options, user_option, warn
 
 
 @click.command("unpack")
@@ -43,6 +43,7 @@ from .common import archive_argument, closing, db_option, info, input_name, open
               help="Finish a restore whose database committed but whose documents did not all move into "
               "place, from its journal in --storage (no ARCHIVE, no --db).")
 @progress_option
+@report_option
 def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
             dry_run, no_sync, accept_column_loss, accept_redacted, accept_document_loss, adopt, finish, progress,
             **storage):
@@ -73,6 +74,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
             "--accept-document-loss": accept_document_loss, "--adopt": adopt, "--mode": mode != "replace"}, storage)
         return
     meter = Progress("unpack", progress)
+    run_report.count_bytes(meter)
     stream = CountingReader(archive, meter)
     source = input_name(archive)
     if directory:
@@ -84,6 +86,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
             "--accept-document-loss": accept_document_loss, "--adopt": adopt, "--mode": mode != "replace"})
         summary = extract(stream, source, directory, by_username, warn, meter)
         meter.done()
+        run_report.note(documents=summary.files, bytes_written=summary.bytes)
         info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
         return
     if by_username:
@@ -109,6 +112,8 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
         _remove_new(new_file)  # a failed restore leaves no new database behind
         raise
     meter.done()
+    run_report.note(documents=summary.documents, bytes_written=0 if dry_run else summary.document_bytes,
+                    rows=sum(counts["written"] for counts in summary.tables.values()))
     report = info if not dry_run else _always
     for table, counts in sorted(summary.tables.items()):
         report(f"{table}: {counts['rows']} row(s) in the archive, {counts['written']} written, "

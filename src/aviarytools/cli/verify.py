@@ -2,13 +2,14 @@
 
 import click
 
-from .. import errors
+from .. import errors, run_report
 from ..archive import admin_page
+from ..archive.chain import Chain, check, link_of, read_link
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress
 from ..timestamps import Duration
-from .common import archive_argument, input_name, progress_option, report_findings
+from .common import ARCHIVE_FORMS, InputFile, input_name, progress_option, report_findings, report_option
 
 
 def parse_duration(value: str | None) -> Duration | None:
@@ -20,13 +21,24 @@ def parse_duration(value: str | None) -> Duration | None:
         raise click.BadParameter(str(e)) from None
 
 
+def _archives_argument(command):
+    """ARCHIVE...: one archive (default: stdin) or a chain; `{archive}` in the docstring says what
+    an archive may be, as common.archive_argument does."""
+    command.__doc__ = command.__doc__.replace("{archive}", f"default: stdin; {ARCHIVE_FORMS}")
+    return click.argument("archives", metavar="[ARCHIVE]...", nargs=-1, type=InputFile("an archive"))(command)
+
+
 @click.command("verify")
-@archive_argument
+@_archives_argument
 @click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
 @click.option("--max-age", metavar="DURATION",
               help="Also fail when the archive was exported longer ago than this (e.g. 26h, 7d).")
+@click.option("-g", "--listed-incremental", "snapshot", metavar="FILE",
+              help="Once ARCHIVE (the last) is found whole, confirm it arrived: the state pack -g FILE left"
+              " pending (FILE.pending, when the archive went to a pipe) becomes FILE.")
 @progress_option
-def command(archive, as_json, max_age, progress):
+@report_option
+def command(archives, as_json, max_age, snapshot, progress):
     """Check ARCHIVE ({archive}) without extracting it.
 
     Tar structure and truncation, metadata.json first and well formed, every
@@ -36,21 +48,72 @@ def command(archive, as_json, max_age, progress):
     whether Aviary's admin page can restore it; exit 0 clean, 1 problems.
     Aviary v1.4.0 to v1.5.3 wrote metadata.json last: checked when it comes.
 
+    Several ARCHIVEs are a chain (pack -g): a level 0 and the incrementals
+    after it, in order.  Each is checked, and so is each link: every
+    archive's parent the one before it, one level 0, one selection.
+
     \b
       gunzip -c aviary.tar.gz | aviary verify
       aviary verify --max-age 26h backup.tar.gz || mail -s 'stale backup' ops@example.org
+      aviary verify level0.tar.gz level1.tar.gz level2.tar.gz
     """
     limit = parse_duration(max_age)
+    archives = archives or (InputFile("an archive").convert("-", None, None),)
+    if sum(input_name(a) == "-" for a in archives) > 1:
+        raise click.UsageError("at most one ARCHIVE can be - (stdin)")
+    chain = _links_first(archives) if len(archives) > 1 else None
     meter = Progress("verify", progress)
-    kind = []
-    counts = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter,
-                                    about=kind.append), as_json)
+    run_report.count_bytes(meter)
+    counts, metadata, problems = {}, {}, 0
+    for archive in archives:
+        kind = []
+        found = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter,
+                                       about=kind.append), as_json)
+        counts = {severity: counts.get(severity, 0) + n for severity, n in found.items()}
+        metadata = kind[0] if kind else {}
+        for about in kind:
+            click.echo(f"aviary verify: {errors.message(admin_page.describe(about))}", err=True)
+        if chain is not None:
+            _say(f"{input_name(archive)}: " + _verdict(found[PROBLEM]), as_json, found[PROBLEM])
+            if metadata:
+                chain.add(link_of(metadata, input_name(archive)))
     meter.done()
     problems = counts[PROBLEM]
-    for metadata in kind:
-        click.echo(f"aviary verify: {errors.message(admin_page.describe(metadata))}", err=True)
-    if not as_json or problems:
-        click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
-                   if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
+    what = f"chain of {len(archives)} archives, {_levels(chain)}: " if chain is not None else ""
+    kept = f": {snapshot} left as it was" if problems and snapshot else ""
+    _say(f"{what}{_verdict(problems)} in {meter.bytes} bytes read{kept}" if problems
+         else f"{what}ok ({meter.bytes} bytes read)", as_json, problems)
     if failing(counts, PROBLEM):
+        run_report.note_error(f"aviary verify: {what}{problems} problem(s){kept}")
         raise SystemExit(1)
+    if snapshot is not None:
+        from ..archive.incremental import confirm
+
+        click.echo(f"aviary verify: {errors.message(confirm(snapshot, metadata))}", err=True)
+
+
+def _links_first(archives) -> Chain:
+    """Where every ARCHIVE is a file, its link is read first (metadata.json only): a broken chain
+    is refused before gigabytes are read.  Every link is checked again as each is verified."""
+    names = [input_name(a) for a in archives]
+    if "-" not in names:
+        links = [read_link(name) for name in names]
+        if None not in links:
+            check(links)
+    return Chain()
+
+
+def _verdict(problems: int) -> str:
+    return f"{problems} problem(s)" if problems else "ok"
+
+
+def _levels(chain: Chain) -> str:
+    if not chain.links:
+        return "no link read"
+    return f"levels {chain.links[0].level} to {chain.last.level}, level 0 {chain.links[0].archive}"
+
+
+def _say(line: str, as_json: bool, problems: int) -> None:
+    """A summary line on stderr (with --json, only when there are problems)."""
+    if not as_json or problems:
+        click.echo(f"aviary verify: {line}", err=True)
