@@ -5,6 +5,7 @@ import json
 import click
 
 from ..archive.inspect import info
+from ..tar.compression import GZIP, sniff
 from .common import archive_argument, input_name, warn
 
 
@@ -19,4 +20,8 @@ def command(archive):
     \b
       aviary info < aviary.tar | jq .export_timestamp
     """
-    click.echo(json.dumps(info(archive, input_name(archive), warn), indent=2, ensure_ascii=False))
+    compression, stream = sniff(archive)
+    click.echo(json.dumps(info(stream, input_name(archive), warn), indent=2, ensure_ascii=False))
+    if compression is not None and compression is not GZIP:
+        warn(f"{compression.described}: Aviary's admin page reads only gzip archives"
+             f" (pack -z, or '{compression.decode} | gzip')")
