@@ -5,6 +5,7 @@ lz4, gzip, age and gpg (scripts/install-system-packages installs them: nothing i
 
 import io
 import json
+import os
 import subprocess
 import tarfile
 
@@ -234,3 +235,14 @@ def test_every_format_but_ours_is_refused_naming_its_decoder():
         if fmt.reader is None:
             with pytest.raises(ArchiveError, match=f"pipe it through '{fmt.decode}' first"):
                 open_input(io.BytesIO(fmt.magics[-1] + b"9" + bytes(80)))
+
+
+@pytest.mark.parametrize("how", ["-z", "--zstd"])
+def test_a_compressed_pack_whose_reader_goes_away_fails_in_one_line(site, how):
+    key = next(k for k in objects(site["data"]) if k.startswith("users/"))
+    (site["data"] / key).write_bytes(os.urandom(8 << 20))  # more than a pipe holds, compressed or not
+    cut = pipeline(["aviary", "pack", how, *site["args"]], ["head", "-c", "100"])
+    assert cut[0].returncode == 1
+    assert cut[0].stderr.decode() == "aviary pack: the reader closed the output before the archive was complete\n"
+    full = aviary("pack", how, *site["args"], "-o", "/dev/full")
+    assert one_line_error(full) == "aviary pack: /dev/full: No space left on device"
