@@ -34,7 +34,7 @@ def _default_pairing() -> str:
 @click.option("-z", "--gzip", "gzip", is_flag=True,
               help="Compress with gzip (what Aviary's admin page reads); also when FILE ends in .gz or .tgz.")
 @click.option("--zstd", is_flag=True,
-              help="Compress with zstd, on every core (smaller and several times faster than gzip; Aviary's"
+              help="Compress with zstd, on every core (several times faster than gzip; Aviary's"
               " admin page cannot read it); also when FILE ends in .zst or .tzst.")
 @click.option("--compression-level", "compression_level", type=int, metavar="N",
               help="With -z (1-9, default 6) or --zstd (1-19, default 3).")
