@@ -240,7 +240,7 @@ def test_pack_level_says_only_level_0_can_be_asked_for(site, tmp_path):
 
 @pytest.mark.parametrize("command", ["verify", "unpack", "ls", "info", "cat"])
 def test_every_reader_says_what_archive_it_reads(command):
-    assert "(default: stdin; plain or gzip" in " ".join(ok(command, "--help").decode().split())
+    assert "(default: stdin; plain, gzip or zstd" in " ".join(ok(command, "--help").decode().split())
 
 
 def test_the_command_list_says_each_first_sentence_whole():

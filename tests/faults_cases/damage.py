@@ -128,6 +128,12 @@ def truncation_cases(env: Env, fx: Fixtures) -> list[Case]:
         case(f"plain @{by_label[where]} ({where})", plain[:by_label[where]], quick=where.startswith("mid-file"),
              pg=True)
     case(f"gzip @{len(gz) // 2} (gzip halfway)", gz[:len(gz) // 2], pg=True)
+    zst = fx.archive_zst
+    for where, offset in (("zstd magic only", 4), ("zstd frame header", 8), ("zstd a quarter in", len(zst) // 4),
+                          ("zstd three quarters in", len(zst) * 3 // 4), ("zstd checksum cut", len(zst) - 2),
+                          ("zstd 1 byte short", len(zst) - 1)):
+        case(f"zstd @{offset} ({where})", zst[:offset], quick=where == "zstd checksum cut")
+    case(f"zstd @{len(zst) // 2} (zstd halfway)", zst[:len(zst) // 2], pg=True)
     return cases
 
 
@@ -138,7 +144,7 @@ def flip(data: bytes, at: int, bit: int = 0) -> bytes:
 
 
 def corruption_cases(env: Env, fx: Fixtures) -> list[Case]:
-    plain, gz = fx.archive, fx.archive_gz
+    plain, gz, zst = fx.archive, fx.archive_gz, fx.archive_zst
     meta, users, doc, sums = (fx.member("metadata.json"), fx.member("database/users.json"),
                               fx.member("filesystem/"), fx.member("checksums.xxh128"))
     username = plain.index(b'"username":"admin"', users.data) + len('"username":"') + 1
@@ -154,6 +160,8 @@ def corruption_cases(env: Env, fx: Fixtures) -> list[Case]:
         ("gzip: bit flip mid-stream", flip(gz, len(gz) // 2, 3), True),
         ("gzip: bit flip in the CRC trailer", flip(gz, len(gz) - 6), False),
         ("gzip: bit flip in the length trailer", flip(gz, len(gz) - 2), False),
+        ("zstd: bit flip mid-stream", flip(zst, len(zst) // 2, 3), True),
+        ("zstd: bit flip in the frame checksum", flip(zst, len(zst) - 2), False),
     ]
     expected = "verify 1; -C 1, no file; restore 1, target as before"
 

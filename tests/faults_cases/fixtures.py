@@ -98,6 +98,10 @@ class Fixtures:
         return self._once("archive_gz", lambda: expect_ok(self.env.run("pack", "-z", *self.source.args)).out)
 
     @property
+    def archive_zst(self) -> bytes:
+        return self._once("archive_zst", lambda: expect_ok(self.env.run("pack", "--zstd", *self.source.args)).out)
+
+    @property
     def layout(self) -> tuple[list[Span], int]:
         return self._once("layout", lambda: spans(self.archive))
 

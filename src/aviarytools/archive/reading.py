@@ -15,7 +15,7 @@ MAX_METADATA_BYTES = 16 << 20  # users_exported lists every user, the schema eve
 
 
 def members(stream: BinaryIO, source: str = "-") -> Iterator[Member]:
-    """Members of a plain or gzip tar stream (zstd and others: a clear error)."""
+    """Members of a plain, gzip or zstd tar stream (others: a clear error)."""
     return read_members(open_input(stream), source=source)
 
 

@@ -344,12 +344,12 @@ class InputFile(click.ParamType):
 
 
 # What an archive a command reads may be, said once for every command's help.
-ARCHIVE_FORMS = "plain or gzip"
+ARCHIVE_FORMS = "plain, gzip or zstd"
 
 
 def archive_argument(command):
     """The optional ARCHIVE argument (default: stdin).  `{archive}` in the command's
-    docstring becomes what ARCHIVE may be: "default: stdin; plain or gzip"."""
+    docstring becomes what ARCHIVE may be: "default: stdin; plain, gzip or zstd"."""
     command.__doc__ = command.__doc__.replace("{archive}", f"default: stdin; {ARCHIVE_FORMS}")
     return click.argument("archive", type=InputFile("an archive"), default="-", required=False)(command)
 

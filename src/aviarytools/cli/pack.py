@@ -14,7 +14,7 @@ from ..archive.incremental import unconfirmed
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
 from ..progress import Progress, counted
-from ..tar import gzip_output
+from ..tar.compression import GZIP, ZSTD, Format, by_suffix, compressed_output
 from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
     report_option, storage_options, table_names, table_options, user_option, widen_pipe
 
@@ -33,7 +33,13 @@ def _default_pairing() -> str:
 @storage_options
 @user_option
 @click.option("-o", "--output", metavar="FILE", help="Write to FILE (created mode 0600) instead of stdout.")
-@click.option("-z", "--gzip", "compress", is_flag=True, help="Compress with gzip.")
+@click.option("-z", "--gzip", "gzip", is_flag=True,
+              help="Compress with gzip (what Aviary's admin page reads); also when FILE ends in .gz or .tgz.")
+@click.option("--zstd", is_flag=True,
+              help="Compress with zstd, on every core (several times faster than gzip; Aviary's"
+              " admin page cannot read it); also when FILE ends in .zst or .tzst.")
+@click.option("--compression-level", "compression_level", type=int, metavar="N",
+              help="With -z (1-9, default 6) or --zstd (1-19, default 3).")
 @table_options
 @click.option("--no-db", is_flag=True, help="Leave the database out.")
 @click.option("--no-files", is_flag=True, help="Leave the documents out.")
@@ -57,8 +63,8 @@ def _default_pairing() -> str:
               help="With -g: a document has changed when its content has (XXH128), not its size and mtime.")
 @progress_option
 @report_option
-def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_files, allow_empty_storage, redact,
-            single_user, rmapi_conf, snapshot, level, checksum, progress, **storage):
+def command(db_url, users, output, gzip, zstd, compression_level, tables, exclude_tables, no_db, no_files,
+            allow_empty_storage, redact, single_user, rmapi_conf, snapshot, level, checksum, progress, **storage):
     """Write the database and the documents as one tar stream.
 
     The layout is Aviary's own (metadata.json first, database/<table>.json,
@@ -69,6 +75,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
     \b
       aviary pack --db sqlite:///data/aviary.db --storage /data | gzip | ssh backup@host 'cat > aviary.tar.gz'
       aviary pack -z -o aviary-$(date +%F).tar.gz
+      aviary pack --zstd | age -r age1... > aviary-$(date +%F).tar.zst.age
       aviary pack --user alice --redact -o alice.tar
     """
     if output is None and sys.stdout.isatty():
@@ -80,6 +87,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         raise click.UsageError("--rmapi-conf applies with --single-user only")
     if snapshot is not None and (no_files or single_user):
         raise click.UsageError("-g FILE makes an incremental of the documents: not with --no-files or --single-user")
+    compress = _compression(output, gzip, zstd, compression_level)
     if single_user:
         _refuse_with_single_user({"--db": db_url, "--user": users, "--tables": tables,
                                   "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files})
@@ -95,12 +103,10 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
     try:
         with _output(output) as out:
             meter = Progress("pack", progress)
-            stream = gzip_output(out) if compress else None
-            target = counted(stream or out, meter)
-            with closing(db) if db is not None else contextlib.nullcontext():
-                summary = pack(db, storage, target, options, progress=meter)
-            if stream:
-                stream.close()
+            with _compressed(out, compress) as stream:
+                target = counted(stream or out, meter)
+                with closing(db) if db is not None else contextlib.nullcontext():
+                    summary = pack(db, storage, target, options, progress=meter)
             meter.done()
     except BaseException:
         if summary is not None and summary.snapshot is not None:
@@ -173,6 +179,41 @@ def _note(summary) -> None:
                     documents=summary.documents, rows=sum(summary.table_rows.values()))
 
 
+def _compression(output, gzip: bool, zstd: bool, level: int | None) -> tuple[Format, int | None] | None:
+    """The format and level to write in: -z or --zstd, else what FILE's name says
+    (`-o x.tar.gz` gzips, as GNU tar's -a does); a name saying another format is refused."""
+    if gzip and zstd:
+        raise click.UsageError("-z and --zstd: choose one")
+    asked = GZIP if gzip else ZSTD if zstd else None
+    named = by_suffix(output) if output else None
+    if asked and named and named is not asked:
+        raise click.UsageError(f"{output}: the name says {named.name}, not {asked.name}: rename it or drop "
+                               f"{'-z' if gzip else '--zstd'}")
+    chosen = asked or named
+    if chosen is not None and chosen.writer is None:
+        raise click.UsageError(f"{output}: pack writes plain, gzip (-z) or zstd (--zstd): for {chosen.name}, "
+                               f"write to stdout and pipe it through '{chosen.encode}'")
+    if level is not None:
+        if chosen is None:
+            raise click.UsageError("--compression-level applies with -z or --zstd")
+        low, _, high = chosen.levels
+        if not low <= level <= high:
+            raise click.UsageError(f"--compression-level {level}: {chosen.name} levels are {low} to {high}")
+    return (chosen, level) if chosen else None
+
+
+@contextlib.contextmanager
+def _compressed(out, compress):
+    """A stream compressing into `out` as `compress` says (None: `out` itself), ended
+    only when the archive is whole: a cut stream then reads as cut."""
+    if compress is None:
+        yield None
+        return
+    stream = compressed_output(out, *compress)
+    yield stream
+    stream.close()
+
+
 def _refuse_with_single_user(given: dict) -> None:
     named = [option for option, value in given.items() if value]
     if named:
@@ -191,12 +232,11 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empt
         documents, prefix = open_storage(**storage), layout.SINGLE_USER_STORAGE
     with _output(output) as out, documents:
         meter = Progress("pack", progress)
-        stream = gzip_output(out) if compress else None
-        target = counted(stream or out, meter)
-        summary = pack_single_user(documents, prefix, rmapi_conf, target,
-                                   redact=redact, progress=meter, allow_empty_storage=allow_empty_storage)
-        if stream:
-            stream.close()
+        with _compressed(out, compress) as stream:
+            target = counted(stream or out, meter)
+            summary = pack_single_user(documents, prefix, rmapi_conf, target,
+                                       redact=redact, progress=meter,
+                                       allow_empty_storage=allow_empty_storage)
         meter.done()
     _note(summary)
     if summary.download_copies:

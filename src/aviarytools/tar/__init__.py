@@ -6,7 +6,17 @@ from aviarytools.tar.checksums import (
     parse_checksums,
     parse_line,
 )
-from aviarytools.tar.compression import GunzipReader, GzipWriter, gzip_output, open_input
+from aviarytools.tar.compression import (
+    FORMATS,
+    Format,
+    GunzipReader,
+    GzipWriter,
+    by_suffix,
+    compressed_output,
+    gzip_output,
+    open_input,
+    sniff,
+)
 from aviarytools.tar.reader import (
     Member,
     NameSet,
@@ -18,11 +28,15 @@ from aviarytools.tar.writer import TarWriter
 
 __all__ = [
     "CHECKSUMS_NAME",
+    "FORMATS",
+    "Format",
     "GunzipReader",
     "GzipWriter",
     "Member",
     "NameSet",
     "TarWriter",
+    "by_suffix",
+    "compressed_output",
     "format_line",
     "gzip_output",
     "member_name_problem",
@@ -30,5 +44,6 @@ __all__ = [
     "open_input",
     "parse_checksums",
     "parse_line",
+    "sniff",
     "read_members",
 ]
