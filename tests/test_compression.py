@@ -120,9 +120,9 @@ def test_every_reader_reads_zstd_as_it_reads_a_plain_tar(zstd_archive, source, a
 def test_info_says_aviarys_admin_page_refuses_zstd(zstd_archive, source):
     archive, plain = zstd_archive
     said = reader_output("info", source=source, archive=archive).stderr.decode()
-    assert said == ("aviary info: warning: zstd-compressed: Aviary's admin page reads only gzip archives"
-                    " (pack -z, or 'zstd -dc | gzip')\n")
-    assert aviary("info", plain).stderr == b""
+    assert said == ("aviary info: full; Aviary's admin page refuses it: zstd-compressed: it reads only gzip"
+                    " archives (pack -z, or 'zstd -dc | gzip')\n")
+    assert b"admin page restores it" in aviary("info", plain).stderr
 
 
 @pytest.mark.parametrize("source", ["file", "pipe"])

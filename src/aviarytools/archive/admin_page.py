@@ -81,6 +81,11 @@ def verdict(metadata: dict) -> str:
     return f"refuses it (users_exported is {refused[0]!r}, not a list): {refused[1]}"
 
 
-def describe(metadata: dict) -> str:
-    """The line info and verify print: the archive's kind, and what Aviary's admin page does."""
+def describe(metadata: dict, compression=None) -> str:
+    """The line info and verify print: the archive's kind, and what Aviary's admin page does.
+    `compression` is the archive's format (tar.compression's), None for a plain tar: the page
+    reads gzip only, so any other compression is refused before the metadata is looked at."""
+    if compression is not None and compression.name != "gzip":
+        return (f"{kind(metadata)}; Aviary's admin page refuses it: {compression.described}: it reads only gzip"
+                f" archives (pack -z, or '{compression.decode} | gzip')")
     return f"{kind(metadata)}; Aviary's admin page {verdict(metadata)}"

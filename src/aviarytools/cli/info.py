@@ -7,7 +7,7 @@ import click
 from .. import errors
 from ..archive import admin_page
 from ..archive.inspect import info
-from ..tar.compression import GZIP, sniff
+from ..tar.compression import sniff
 from .common import archive_argument, input_name, warn
 
 
@@ -28,7 +28,4 @@ def command(archive):
     compression, stream = sniff(archive)
     metadata = info(stream, input_name(archive), warn)
     click.echo(json.dumps(metadata, indent=2, ensure_ascii=False))
-    click.echo(f"aviary info: {errors.message(admin_page.describe(metadata))}", err=True)
-    if compression is not None and compression is not GZIP:
-        warn(f"{compression.described}: Aviary's admin page reads only gzip archives"
-             f" (pack -z, or '{compression.decode} | gzip')")
+    click.echo(f"aviary info: {errors.message(admin_page.describe(metadata, compression))}", err=True)

@@ -8,6 +8,7 @@ from ..archive.chain import Chain, check, link_of, read_link
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress
+from ..tar.compression import sniff
 from ..timestamps import Duration
 from .common import ARCHIVE_FORMS, InputFile, input_name, progress_option, report_findings, report_option
 
@@ -67,12 +68,13 @@ def command(archives, as_json, max_age, snapshot, progress):
     counts, metadata, problems = {}, {}, 0
     for archive in archives:
         kind = []
-        found = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter,
+        compression, stream = sniff(archive)
+        found = report_findings(verify(CountingReader(stream, meter), input_name(archive), limit, meter,
                                        about=kind.append), as_json)
         counts = {severity: counts.get(severity, 0) + n for severity, n in found.items()}
         metadata = kind[0] if kind else {}
         for about in kind:
-            click.echo(f"aviary verify: {errors.message(admin_page.describe(about))}", err=True)
+            click.echo(f"aviary verify: {errors.message(admin_page.describe(about, compression))}", err=True)
         if chain is not None:
             _say(f"{input_name(archive)}: " + _verdict(found[PROBLEM]), as_json, found[PROBLEM])
             if metadata:
