@@ -127,6 +127,7 @@ class SQLiteStage(Stage):
 
     def finish(self) -> None:
         self._flush()
+        self.db.key_stage(self)
 
 
 class SQLiteAppend(Stage):
@@ -370,6 +371,22 @@ class SQLiteDatabase(Database):
         self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT * FROM main.{q(table.name)} WHERE 0")
         self.execute(f"ALTER TABLE {name} ADD COLUMN _src INTEGER")
         return SQLiteStage(self, table, name, where)
+
+    def key_stage(self, stage: Stage) -> None:
+        # An index built once the rows are in: quicker than keeping one up to date row by row.
+        key = stage.table.primary_key
+        if key:
+            self._stages += 1
+            self.execute(f"CREATE INDEX temp.aviary_key_{self._stages} ON {stage.name.removeprefix('temp.')}"
+                         f" ({', '.join(q(c) for c in key)})")
+
+    def plan(self, sql: str) -> list[str]:
+        # (id, parent, _, detail): each step indented under the one it belongs to.
+        steps = self.execute(f"EXPLAIN QUERY PLAN {sql}")
+        depth = {0: -1}
+        for step, parent, _, _ in steps:
+            depth[step] = depth.get(parent, -1) + 1
+        return ["  " * depth[step] + detail for step, _, _, detail in steps]
 
     def append_stage(self, table: Table, where: Callable[[int], str]) -> Stage:
         self._stages += 1
