@@ -80,8 +80,13 @@ def stdout_binary():
     return sys.stdout.buffer
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind (rolling back) and exit 143."""
+class Terminated(SystemExit):
+    """SIGTERM arrived: unwind (rolling back) and exit 143.  A SystemExit, as psycopg counts
+    an interruption: then it cancels the statement running on the server before unwinding,
+    where otherwise the rollback would wait for that statement to end."""
+
+    def __init__(self):
+        super().__init__(143)
 
 
 class PipeClosed(BaseException):
@@ -134,8 +139,10 @@ class Group(click.Group):
             raise PipeClosed() from None
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    # Noted first (errors.stopping): raised inside one of SQLite's callbacks, the exception
+    # would be swallowed there, and the database layer raises the one noted instead.
+    raise errors.stopping(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
 
 
 def run_main(group: click.Group) -> NoReturn:
@@ -161,7 +168,9 @@ def run_main(group: click.Group) -> NoReturn:
 
 
 def _run(group: click.Group) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where started ignoring it)
+        signal.signal(signal.SIGINT, _on_signal)
     name = "aviary"
     try:
         group.main(standalone_mode=False, prog_name="aviary")

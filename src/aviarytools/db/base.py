@@ -102,9 +102,11 @@ class Database(ABC):
         self._begin(write=False)
         try:
             yield self
-        finally:
-            self._end_read()
-            self.execute("ROLLBACK")
+        except BaseException:
+            self.rollback()  # quietly: a COPY cut short by a signal may leave the connection busy
+            raise
+        self._end_read()
+        self.execute("ROLLBACK")
 
     @contextmanager
     def transaction(self, commit: bool = True):

@@ -6,7 +6,7 @@ import os
 import sqlite3
 from typing import Callable, Iterator
 
-from .. import ownership, timestamps
+from .. import errors, ownership, timestamps
 from ..errors import DatabaseError, InputError, MissingDatabase
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q
@@ -49,6 +49,15 @@ def _canonical_float(errors: list[str], value):
     except ValueError as e:
         errors.append(f"{value!r}: {e}")
         raise
+
+
+PROGRESS_STEPS = 20_000
+# What SQLite says when a callback of ours raised: the progress handler, a function.
+_SWALLOWED = frozenset(("interrupted", "user-defined function raised exception"))
+
+
+def _let_signals_in() -> int:
+    return 0  # carry on (a signal handler that raises on entering here stops the statement)
 
 
 def _base64(value):
@@ -122,7 +131,10 @@ class SQLiteStage(Stage):
             self._flush()
 
     def _flush(self) -> None:
-        self.db.conn.executemany(self._sql, self._batch)
+        try:
+            self.db.conn.executemany(self._sql, self._batch)
+        except sqlite3.Error as e:
+            raise self.db._error(e, self._sql) from None
         self._batch.clear()
 
     def finish(self) -> None:
@@ -254,6 +266,11 @@ class SQLiteDatabase(Database):
         self.conn.create_function("aviary_float", 1, functools.partial(_canonical_float, self._udf_errors),
                                   deterministic=True)
         self.conn.create_function("aviary_base64", 1, _base64, deterministic=True)
+        # Python runs a signal handler only between bytecodes, never inside one long
+        # sqlite3_step: this callback gives it the chance every PROGRESS_STEPS steps of
+        # SQLite's machine (about a millisecond).  A handler that raises there makes the
+        # statement stop ("interrupted"), and _error raises the handler's exception.
+        self.conn.set_progress_handler(_let_signals_in, PROGRESS_STEPS)
         self._stages = 0
 
     def execute(self, sql: str) -> list[tuple]:
@@ -262,7 +279,11 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as e:
             raise self._error(e, sql) from None
 
-    def _error(self, e: sqlite3.Error, sql: str = "") -> Exception:
+    def _error(self, e: sqlite3.Error, sql: str = "") -> BaseException:
+        stop = errors.stop_requested()
+        if stop is not None and str(e) in _SWALLOWED:  # a signal, in a callback of ours
+            self._udf_errors.clear()
+            return stop
         if self._udf_errors:
             reason = self._udf_errors[-1]
             self._udf_errors.clear()
