@@ -11,7 +11,7 @@ from click.core import ParameterSource
 from ..archive import layout
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
-from ..progress import Progress, counted
+from ..progress import Progress, counted, human_size
 from ..tar import gzip_output
 from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
     storage_options, table_names, table_options, user_option, widen_pipe
@@ -116,7 +116,7 @@ def command(db_url, users, output, compress, tables, exclude_tables, no_db, no_f
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
     _left_out(summary)
     info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents{_left_out_count(summary)}, "
-         f"{summary.bytes_written} bytes")
+         f"{human_size(summary.bytes_written)}")
 
 
 def _left_out(summary) -> None:
@@ -185,7 +185,7 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empt
     if not summary.pairing:
         warn(f"{rmapi_conf}: " + ("left out (--redact)" if redact else "no device pairing there: none packed"))
     _left_out(summary)
-    info(f"single-user: {summary.documents} documents{_left_out_count(summary)}, {summary.bytes_written} bytes")
+    info(f"single-user: {summary.documents} documents{_left_out_count(summary)}, {human_size(summary.bytes_written)}")
 
 
 class _output:

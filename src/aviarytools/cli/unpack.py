@@ -5,7 +5,7 @@ import os
 import click
 
 from ..archive.extract import extract
-from ..progress import CountingReader, Progress
+from ..progress import CountingReader, Progress, human_size
 from .common import archive_argument, closing, db_option, info, input_name, open_db, \
     open_storage, progress_option, storage_options, table_names, table_options, user_option, warn
 
@@ -74,7 +74,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
             "--accept-column-loss": accept_column_loss, "--adopt": adopt, "--mode": mode != "replace"})
         summary = extract(stream, source, directory, by_username, warn, meter)
         meter.done()
-        info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
+        info(f"{summary.files} files, {human_size(summary.bytes)} extracted into {directory}")
         return
     if by_username:
         raise click.UsageError("--by-username applies with -C DIR only")
@@ -103,7 +103,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
         report(f"{table}: {counts['rows']} row(s) in the archive, {counts['written']} written, "
                f"{counts['unchanged']} unchanged, {counts['removed']} removed{_named(counts)}"
                + (" (dry run)" if dry_run else ""))
-    report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
+    report(f"documents: {summary.documents} ({human_size(summary.document_bytes)}), "
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
 
 

@@ -4,7 +4,7 @@ import click
 
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
-from ..progress import CountingReader, Progress
+from ..progress import CountingReader, Progress, human_size
 from ..timestamps import Duration
 from .common import archive_argument, input_name, progress_option, report_findings
 
@@ -43,7 +43,7 @@ def command(archive, as_json, max_age, progress):
     meter.done()
     problems = counts[PROBLEM]
     if not as_json or problems:
-        click.echo(f"aviary verify: {problems} problem(s) in {meter.bytes} bytes read"
-                   if problems else f"aviary verify: ok ({meter.bytes} bytes read)", err=True)
+        click.echo(f"aviary verify: {problems} problem(s) in {human_size(meter.bytes)} read"
+                   if problems else f"aviary verify: ok ({human_size(meter.bytes)} read)", err=True)
     if failing(counts, PROBLEM):
         raise SystemExit(1)
