@@ -109,15 +109,29 @@ class Progress:
         return f"{head}{100 * done // self.total:3d}% {human_size(done)} of {human_size(self.total)}{files}{rate}, {eta}"
 
     def _draw(self, now: float, final: bool = False) -> None:
+        global _line_open
         sys.stderr.write(f"\r{self.line(now, final)}\x1b[K")
         sys.stderr.flush()
+        _line_open = True
 
     def done(self) -> None:
         """The last line, left on the screen."""
         if self.enabled:
             self._draw(time.monotonic(), final=True)
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            end_line()
+
+
+_line_open = False  # a progress line is drawn and not ended
+
+
+def end_line() -> None:
+    """End the progress line being drawn, if one is: what is printed next (an error, an
+    interrupt) starts on a line of its own."""
+    global _line_open
+    if _line_open:
+        _line_open = False
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def counted(out, progress: Progress):

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import click
 
-from .. import errors, startup
+from .. import errors, progress, startup
 from ..errors import AviaryError
 
 
@@ -173,7 +173,10 @@ def _run(group: click.Group) -> None:
         signal.signal(signal.SIGINT, _on_signal)
     name = "aviary"
     try:
-        group.main(standalone_mode=False, prog_name="aviary")
+        try:
+            group.main(standalone_mode=False, prog_name="aviary")
+        finally:
+            progress.end_line()  # a message that follows starts on its own line
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

@@ -284,6 +284,8 @@ class SQLiteDatabase(Database):
         if stop is not None and str(e) in _SWALLOWED:  # a signal, in a callback of ours
             self._udf_errors.clear()
             return stop
+        if str(e) == "interrupted":  # Python's own handler raised in the progress handler
+            return KeyboardInterrupt()
         if self._udf_errors:
             reason = self._udf_errors[-1]
             self._udf_errors.clear()
