@@ -66,7 +66,9 @@ def command_name() -> str:
 
 
 def warn(message: str) -> None:
-    """A warning on stderr, as `aviary CMD: warning: ...`."""
+    """A warning on stderr, as `aviary CMD: warning: ...` (on a line of its own: below the
+    progress line, which carries on under it)."""
+    progress.end_line()
     click.echo(f"{command_name()}: warning: {errors.message(message)}", err=True)
 
 
