@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: install compile test lint bench bench-tools man demo faults clean
+.PHONY: install compile test lint bench bench-scale bench-tools man demo faults clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ lint: install
 
 bench: install compile bench-tools
 	$(PY) bench/run.py
+
+# The scale section alone: every command at N and 4N, growth flagged (bench/scale.py).
+bench-scale: install compile
+	$(PY) bench/scale.py
 
 # rclone and the AWS CLI (own venv, .venv/tools/awscli): peers of the S3 rows only.
 bench-tools: install

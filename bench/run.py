@@ -14,9 +14,10 @@ fails.  Four sections, each a function calling `bench.compare` or
 `bench.compare_peers`: table streams (PostgreSQL and SQLite; SECTIONS, per row
 count), archives (a folder and SQLite, plain, zstd and gzip; per size), incremental archives
 (bench/incremental.py: pack -g against tar -g, a level 0 and a level 1 after 1 %
-changed; per size, and once with 100,000 small documents) and S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
-the AWS CLI and rclone from scripts/install-bench-tools).  --no-tables,
---no-archives, --no-incremental and --no-s3 leave a section out; --only TEXT keeps
+changed; per size, and once with 100,000 small documents), S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
+the AWS CLI and rclone from scripts/install-bench-tools) and scale (bench/scale.py: every command at N
+and 4N, with the growth flagged; alone: `make bench-scale`).  --no-tables,
+--no-archives, --no-incremental, --no-s3 and --no-scale leave a section out; --only TEXT keeps
 the rows whose name contains TEXT.  Setup (data generation, loading the databases
 the dumps read) is not timed.
 """
@@ -45,6 +46,7 @@ from servers import PostgresServer  # noqa: E402
 
 import incremental  # noqa: E402
 import s3  # noqa: E402
+import scale  # noqa: E402
 
 MEMORY_LIMIT_MB = 100
 FLAT_GROWTH = 1.2  # peak at the largest size at most 20 % above the smallest
@@ -418,6 +420,7 @@ def main() -> int:
     parser.add_argument("--no-tables", action="store_true", help="leave out the table streams")
     parser.add_argument("--no-incremental", action="store_true", help="leave out the incremental archives")
     parser.add_argument("--no-s3", action="store_true", help="leave out S3 (SeaweedFS, aws, rclone)")
+    parser.add_argument("--no-scale", action="store_true", help="leave out the scale section (bench/scale.py)")
     parser.add_argument("--only", default="", metavar="TEXT",
                         help="run only the rows whose name contains TEXT, e.g. 'load-table postgres'")
     args = parser.parse_args()
@@ -459,6 +462,10 @@ def main() -> int:
             bench.memory_summary(archive_sizes, " MB")
         if not args.no_s3:
             s3.section(bench)
+        if not args.no_scale and not args.only:
+            server.stop()  # the scale section starts its own servers
+            (workdir / "scale").mkdir()
+            scale.section(workdir / "scale", 2_000 if args.quick else scale.N)
         print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on this machine skews wall times)")
     except CommandFailed as e:
         print(f"\nFAILED: {e}", file=sys.stderr)

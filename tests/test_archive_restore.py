@@ -278,7 +278,7 @@ def test_a_dry_run_into_postgresql_and_s3_writes_nothing(source, pg_url, s3_serv
     result = aviary("unpack", "--dry-run", "--db", pg_url, *s3_args(s3_server, s3_bucket),
                     input=source["archive"], env=s3_env(s3_server))
     assert result.returncode == 0, result.stderr.decode()
-    assert "documents: 9 (9009 bytes), 6 stale (dry run: nothing written)" in result.stderr.decode()
+    assert "documents: 9 (8.8 KiB), 6 stale (dry run: nothing written)" in result.stderr.decode()
     assert state(pg_url, bucket) == before
 
 

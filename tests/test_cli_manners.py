@@ -153,7 +153,7 @@ def test_an_archive_cut_short_in_its_metadata_is_reported_once(site, tmp_path):
     lines = result.stderr.decode().strip().splitlines()
     assert lines == [f"aviary verify: problem: structure: {cut}: metadata.json (offset 0): archive truncated"
                      f" inside member data (got 88 of {lines[0].split(' of ')[1]}", lines[1]]
-    assert lines[1] == "aviary verify: 1 problem(s) in 600 bytes read"
+    assert lines[1] == "aviary verify: 1 problem(s) in 600 B read"
     target = tmp_path / "target.db"
     target.write_bytes(open(site["db"], "rb").read())
     for command in (["unpack", "-C", tmp_path / "out"], ["unpack", "--db", target, "--no-files"]):

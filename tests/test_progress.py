@@ -9,9 +9,11 @@ import subprocess
 import pytest
 
 from archive_helpers import installation
+from aviarytools.progress import Progress, human_size
 from helpers import AVIARY, ok
 
-PERCENT = re.compile(r"(\d+)% ([\d.]+ [KMG]?B) of ([\d.]+ [KMG]?B)")
+SIZE = r"[\d.]+ (?:B|[KMGT]iB)"
+PERCENT = re.compile(rf"(\d+)% ({SIZE}) of ({SIZE})")
 
 
 def on_a_terminal(*args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) -> tuple[list[str], list[str]]:
@@ -82,8 +84,8 @@ def test_verify_shows_percent_of_the_file_rate_and_time_left_then_100(archive):
     frames, lines = on_a_terminal("verify", path)
     progress = [f for f in frames if f.startswith("verify: ")]
     assert progress and all(PERCENT.search(f) for f in progress), frames
-    assert all("/s, " in f for f in progress)
-    assert "left" in progress[0] or "starting" in progress[0]
+    assert all("/s, " in f and "left" in f for f in progress if "starting" not in f and not f.endswith("done"))
+    assert "starting" in progress[0]  # no rate, nor time left, before there is one
     assert lines[0].startswith("verify: 100% ") and lines[0].endswith(", done")
     assert PERCENT.search(lines[0])[2] == PERCENT.search(lines[0])[3]  # all of it
     assert lines[-2].startswith("aviary verify: full; Aviary's admin page restores it")
@@ -99,8 +101,62 @@ def test_a_restore_from_a_pipe_counts_documents_against_metadata_json(archive, t
                                       "--create-schema", stdin=cat.stdout)
         cat.wait()
     total = PERCENT.search(lines[0])[3]
-    assert lines[0].startswith("unpack: 100% ") and total.endswith("MB")
+    assert lines[0].startswith("unpack: 100% ") and total.endswith("MiB")
     assert float(total.split()[0]) >= 40  # the documents' 40 MiB and more, as metadata.json says
+
+
+def test_a_restore_says_what_it_does_between_reading_and_the_end(archive, tmp_path):
+    root, path = archive
+    frames, lines = on_a_terminal("unpack", "--db", tmp_path / "t.db", "--storage", tmp_path / "t",
+                                  "--create-schema", path)
+    assert frames[0].startswith("unpack: reading ") and PERCENT.search(frames[0])
+    said = [f.removeprefix("unpack: ") for f in frames if not PERCENT.search(f)]
+    assert "listing" in said and "committing" in said and "moving documents" in said, said
+    assert "applying users (3 rows)" in said, said
+    assert said.index("listing") < said.index("applying users (3 rows)") < said.index("committing") \
+        < said.index("moving documents")
+    assert lines[0].startswith("unpack: 100% ")  # the last frame: the figures, not a phase
+
+
+def test_the_line_shows_no_rate_before_there_is_one():
+    meter = Progress("pack", enabled=False)
+    meter.expect(1 << 30)
+    meter.add(1 << 20)
+    assert meter.line(meter.start + 0.01) == "pack:   0% 1.0 MiB of 1.0 GiB, starting"  # not "770 h left"
+    assert meter.line(meter.start + 2) == "pack:   0% 1.0 MiB of 1.0 GiB, 512.0 KiB/s, 34 min 06 s left"
+
+
+def test_from_a_pipe_without_a_total_the_line_shows_bytes_done_and_their_rate():
+    meter = Progress("unpack", enabled=False)
+    meter.add(3 << 20, files=2)
+    assert meter.line(meter.start + 0.5) == "unpack: 3.0 MiB, 2 files"
+    assert meter.line(meter.start + 2) == "unpack: 3.0 MiB, 2 files, 1.5 MiB/s"
+
+
+def test_a_pipe_counting_documents_gives_their_rate_not_a_rate_beside_nothing():
+    meter = Progress("unpack", enabled=False)
+    meter.expect(100 << 20, by_documents=True)
+    meter.add(10 << 20)  # tables read: no document yet
+    assert meter.line(meter.start + 2) == "unpack:   0% 0 B of 100.0 MiB, starting"
+    meter.document(20 << 20)
+    assert meter.line(meter.start + 4) == "unpack:  20% 20.0 MiB of 100.0 MiB, 1 files, 5.0 MiB/s, 16 s left"
+
+
+def test_a_phase_replaces_the_figures_and_reading_keeps_them():
+    meter = Progress("unpack", enabled=False)
+    meter.expect(100 << 20)
+    meter.phase("reading", figures=True)
+    meter.add(50 << 20)
+    assert meter.line(meter.start + 5) == "unpack: reading  50% 50.0 MiB of 100.0 MiB, 10.0 MiB/s, 5 s left"
+    meter.phase("applying login_attempts (200,000 rows)")
+    assert meter.line(meter.start + 600) == "unpack: applying login_attempts (200,000 rows)"
+    assert meter.line(meter.start + 600, final=True).endswith("100% 100.0 MiB of 100.0 MiB, 170.7 KiB/s, done")
+
+
+@pytest.mark.parametrize("size, shown", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
+                                         (434_438_912, "414.3 MiB"), (5 << 40, "5.0 TiB")])
+def test_sizes_in_binary_units(size, shown):
+    assert human_size(size) == shown
 
 
 def test_pack_knows_its_total_from_the_listing(archive, tmp_path):
@@ -109,13 +165,14 @@ def test_pack_knows_its_total_from_the_listing(archive, tmp_path):
                                   "-o", tmp_path / "again.tar")
     assert any(PERCENT.search(f) and not f.startswith("pack: 100%") for f in frames), frames
     assert lines[0].startswith("pack: 100% ")
+    assert frames[0] == "pack: listing"  # not blank while it measures
 
 
 def test_doctor_deep_shows_what_it_has_read(archive):
     root, _ = archive
     frames, lines = on_a_terminal("doctor", "--db", root / "aviary.db", "--storage", root / "data", "--deep",
                                   "--json")
-    assert re.fullmatch(r"doctor: [\d.]+ [KMG]?B, \d+ files, [\d.]+ [KMG]?B/s", lines[0])
+    assert re.fullmatch(rf"doctor: {SIZE}, \d+ files(, {SIZE}/s)?", lines[0])
 
 
 def test_no_progress_draws_nothing_even_on_a_terminal(archive):

@@ -76,3 +76,22 @@ def printable(text: str) -> str:
 def message(text: str) -> str:
     """What may be printed of `text`: no secret, one line."""
     return printable(redact(text))
+
+
+# The exception a signal handler raised (KeyboardInterrupt for SIGINT, the command's
+# Terminated for SIGTERM; cli/common.py installs the handlers).  SQLite swallows one raised
+# inside its callbacks (its progress handler, a user-defined function) and reports an error
+# of its own instead ("interrupted", "user-defined function raised exception"): the database
+# layer raises this one in its place.
+_stops: list[BaseException] = []
+
+
+def stopping(stop: BaseException) -> BaseException:
+    """Note `stop`, which a signal handler is about to raise; returns it."""
+    _stops[:] = [stop]
+    return stop
+
+
+def stop_requested() -> BaseException | None:
+    """The exception a signal raised in this process, if one did."""
+    return _stops[0] if _stops else None

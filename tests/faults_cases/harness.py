@@ -475,7 +475,7 @@ def expect_verify_fails(result: Result, where: str = WHERE_ARCHIVE) -> str:
     """verify: exit 1, no traceback, a finding that says where, and its summary line."""
     if result.timed_out or "Traceback" in result.err or result.rc != 1:
         raise Fail(f"expected exit 1; {result.shown()}")
-    findings = [line for line in result.lines if not re.search(r"problem\(s\) in \d+ bytes read", line)]
+    findings = [line for line in result.lines if not re.search(r"problem\(s\) in [\d.]+ \w+ read", line)]
     if not findings:
         raise Fail(f"verify: no finding on stderr: {result.shown()}")
     stray = [line for line in result.lines if not line.startswith("aviary verify: ")]

@@ -277,6 +277,8 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
     now_ns = time.time_ns() if now_ns is None else now_ns
     mtime = now_ns / NS_PER_SECOND
     summary = PackSummary()
+    if progress is not None:
+        progress.phase("listing")  # measuring the tables, listing the documents: nothing written yet
     with db.snapshot() if db is not None else nullcontext():
         if options.user_ids is not None:
             ids = db.user_ids(options.user_ids) if db is not None else layout.canonical_ids(options.user_ids)
@@ -309,6 +311,7 @@ def pack(db: Database | None, storage: Storage | None, out: BinaryIO, options: P
         written = plan.carried if plan is not None and plan.level else files
         if progress is not None:
             progress.expect(expected_size([size for _, size in measured.values()], written))
+            progress.phase(None)
         snapshot = (incremental.SnapshotWriter(options.incremental.snapshot, plan.state,
                                                metadata["export_timestamp"]) if plan is not None else None)
         try:
@@ -368,6 +371,8 @@ def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: Bi
     mtime = now_ns / NS_PER_SECOND
     summary = PackSummary()
     files = Listing()
+    if progress is not None:
+        progress.phase("listing")
     for info in storage.list(prefix):
         if layout.is_download_copy(info.key[len(prefix):]):
             summary.download_copies += 1
@@ -379,6 +384,7 @@ def pack_single_user(storage: Storage, prefix: str, pairing: str | None, out: Bi
     pairing_text = _pairing(pairing) if pairing and not redact else None
     if progress is not None:
         progress.expect(expected_size([], files))
+        progress.phase(None)
     ours = {
         "version": __version__,
         "single_user": {"documents": f"{storage.url}/{prefix}".rstrip("/"), "pairing": pairing_text is not None},

@@ -95,16 +95,20 @@ class Restore(Consumer):
         self.adopter: str | None = None  # the user id a single-user archive's documents go to
         self.incremental: dict | None = None  # pack -g: level, archive, parent, base
         self.adopted = Adoption()
+        self.progress = None  # told of each phase (progress.Progress)
 
     # -- the pass over the archive -------------------------------------------
 
     def run(self, stream: BinaryIO, source: str, progress=None) -> RestoreSummary:
+        self.progress = progress
         documents = self.transaction
         if documents is not None and self.options.include_files:
             documents.finish_earlier(self.options.dry_run)
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
+                self._phase("reading", figures=True)
                 raise_problems(Walk(stream, source, self, progress))
+                self._phase("listing")
                 stale = self._stale_documents()  # listed while the last uploads still go up
                 if documents is not None:
                     documents.settle()  # every staged document complete (uploads may still be going)
@@ -115,6 +119,7 @@ class Restore(Consumer):
                     self._apply_tables()
                 if documents is not None and not self.options.dry_run:
                     documents.prepare(stale)  # on disk, and the journal beside them, before the commit
+                self._phase("rolling back (dry run)" if self.options.dry_run else "committing")
         except BaseException as error:
             told = documents.abort(error) if documents is not None else error
             if told is error:
@@ -124,6 +129,7 @@ class Restore(Consumer):
             if self.options.dry_run:
                 documents.discard()
             else:
+                self._phase("moving documents")
                 documents.finish()
         if self.options.dry_run:
             self.summary.stale_keys = stale  # unpack names them
@@ -339,6 +345,10 @@ class Restore(Consumer):
 
     # -- applying ------------------------------------------------------------
 
+    def _phase(self, doing: str, figures: bool = False) -> None:
+        if self.progress is not None:
+            self.progress.phase(doing, figures)
+
     def _adopt(self) -> None:
         """A single-user archive into its user: the pairing where the user has none (as
         Aviary's own move to multi-user does), and no document of theirs replaced by a
@@ -376,11 +386,13 @@ class Restore(Consumer):
             self._release_leaving_users()
             for table in reversed(order):
                 stage, result = self.stages[table]
+                self._phase(f"removing the {table} rows not in the archive")
                 if self.options.dry_run:
                     self.summary.tables[table] = {"stale": self.db.stale_keys(stage, self._scope(table), STALE_NAMED)}
                 result.removed = self.db.remove_stale(stage, self._scope(table))
         for table in order:
             stage, result = self.stages[table]
+            self._phase(f"applying {table} ({result.staged:,} rows)")
             result.written = self.db.insert(stage, "upsert")
             self.summary.tables.setdefault(table, {}).update(
                 rows=result.staged, written=result.written, unchanged=result.staged - result.written,

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import click
 
-from .. import errors, run_report, startup
+from .. import errors, progress, run_report, startup
 from ..errors import AviaryError
 
 
@@ -66,7 +66,9 @@ def command_name() -> str:
 
 
 def warn(message: str) -> None:
-    """A warning on stderr, as `aviary CMD: warning: ...`."""
+    """A warning on stderr, as `aviary CMD: warning: ...` (on a line of its own: below the
+    progress line, which carries on under it)."""
+    progress.end_line()
     click.echo(f"{command_name()}: warning: {errors.message(message)}", err=True)
 
 
@@ -80,8 +82,13 @@ def stdout_binary():
     return sys.stdout.buffer
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind (rolling back) and exit 143."""
+class Terminated(SystemExit):
+    """SIGTERM arrived: unwind (rolling back) and exit 143.  A SystemExit, as psycopg counts
+    an interruption: then it cancels the statement running on the server before unwinding,
+    where otherwise the rollback would wait for that statement to end."""
+
+    def __init__(self):
+        super().__init__(143)
 
 
 class PipeClosed(BaseException):
@@ -134,8 +141,10 @@ class Group(click.Group):
             raise PipeClosed() from None
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    # Noted first (errors.stopping): raised inside one of SQLite's callbacks, the exception
+    # would be swallowed there, and the database layer raises the one noted instead.
+    raise errors.stopping(KeyboardInterrupt() if signum == signal.SIGINT else Terminated())
 
 
 def run_main(group: click.Group) -> NoReturn:
@@ -173,11 +182,16 @@ def _report(status: int) -> int:
 
 
 def _run(group: click.Group) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where started ignoring it)
+        signal.signal(signal.SIGINT, _on_signal)
     run_report.clock()
     name = "aviary"
     try:
-        group.main(standalone_mode=False, prog_name="aviary")
+        try:
+            group.main(standalone_mode=False, prog_name="aviary")
+        finally:
+            progress.end_line()  # a message that follows starts on its own line
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

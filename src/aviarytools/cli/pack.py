@@ -13,7 +13,7 @@ from ..archive import layout
 from ..archive.incremental import unconfirmed
 from ..archive.pack import Incremental, PackOptions, pack
 from ..errors import AviaryError
-from ..progress import Progress, counted
+from ..progress import Progress, counted, human_size
 from ..tar.compression import GZIP, ZSTD, Format, by_suffix, compressed_output
 from .common import Refusal, closing, db_option, info, warn, open_db, open_storage, progress_option, \
     report_option, storage_options, table_names, table_options, user_option, widen_pipe
@@ -136,7 +136,7 @@ def command(db_url, users, output, gzip, zstd, compression_level, tables, exclud
         warn(f"users/{user_id}/: {count} document(s) of a user not in the database snapshot: left out")
     _left_out(summary)
     info(f"{sum(summary.table_rows.values())} rows, {summary.documents} documents{_left_out_count(summary)}, "
-         f"{summary.bytes_written} bytes")
+         f"{human_size(summary.bytes_written)}")
 
 
 def _left_out(summary) -> None:
@@ -245,7 +245,7 @@ def _pack_single_user(output, compress, redact, rmapi_conf, progress, allow_empt
     if not summary.pairing:
         warn(f"{rmapi_conf}: " + ("left out (--redact)" if redact else "no device pairing there: none packed"))
     _left_out(summary)
-    info(f"single-user: {summary.documents} documents{_left_out_count(summary)}, {summary.bytes_written} bytes")
+    info(f"single-user: {summary.documents} documents{_left_out_count(summary)}, {human_size(summary.bytes_written)}")
 
 
 class _output:

@@ -6,7 +6,7 @@ import click
 
 from .. import errors, run_report
 from ..archive.extract import extract
-from ..progress import CountingReader, Progress
+from ..progress import CountingReader, Progress, human_size
 from .common import archive_argument, closing, db_option, info, input_name, open_db, \
     open_storage, progress_option, report_option, storage_options, table_names, table_options, user_option, warn
 
@@ -87,7 +87,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
         summary = extract(stream, source, directory, by_username, warn, meter)
         meter.done()
         run_report.note(documents=summary.files, bytes_written=summary.bytes)
-        info(f"{summary.files} files, {summary.bytes} bytes extracted into {directory}")
+        info(f"{summary.files} files, {human_size(summary.bytes)} extracted into {directory}")
         return
     if by_username:
         raise click.UsageError("--by-username applies with -C DIR only")
@@ -121,7 +121,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
                + (" (dry run)" if dry_run else ""))
     for (key,) in summary.stale_keys or ():
         report(f"{key}: would be deleted (not in the archive; dry run)")
-    report(f"documents: {summary.documents} ({summary.document_bytes} bytes), "
+    report(f"documents: {summary.documents} ({human_size(summary.document_bytes)}), "
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
 
 

@@ -7,7 +7,7 @@ from ..archive import admin_page
 from ..archive.chain import Chain, check, link_of, read_link
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
-from ..progress import CountingReader, Progress
+from ..progress import CountingReader, Progress, human_size
 from ..tar.compression import sniff
 from ..timestamps import Duration
 from .common import ARCHIVE_FORMS, InputFile, input_name, progress_option, report_findings, report_option
@@ -83,8 +83,8 @@ def command(archives, as_json, max_age, snapshot, progress):
     problems = counts[PROBLEM]
     what = f"chain of {len(archives)} archives, {_levels(chain)}: " if chain is not None else ""
     kept = f": {snapshot} left as it was" if problems and snapshot else ""
-    _say(f"{what}{_verdict(problems)} in {meter.bytes} bytes read{kept}" if problems
-         else f"{what}ok ({meter.bytes} bytes read)", as_json, problems)
+    _say(f"{what}{_verdict(problems)} in {human_size(meter.bytes)} read{kept}" if problems
+         else f"{what}ok ({human_size(meter.bytes)} read)", as_json, problems)
     if failing(counts, PROBLEM):
         run_report.note_error(f"aviary verify: {what}{problems} problem(s){kept}")
         raise SystemExit(1)

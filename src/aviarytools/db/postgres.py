@@ -150,6 +150,7 @@ class PostgresStage(Stage):
             self._copy_cm.__exit__(None, None, None)
         except psycopg.Error as e:
             raise self.db.error(e) from None
+        self.db.key_stage(self)
 
     def abort(self, error: BaseException) -> None:
         # Ends the COPY (CopyFail) so the connection can roll back.
@@ -610,6 +611,15 @@ class PostgresDatabase(Database):
         )
         self.execute(f"ALTER TABLE {name} ADD COLUMN _src bigint")
         return PostgresStage(self, table, name, where)
+
+    def key_stage(self, stage: Stage) -> None:
+        # A temporary table has no statistics until it is analyzed (autovacuum never sees it):
+        # with them the planner hashes the stage for its joins, where its guesses from the
+        # table's size could pick a nested loop over it.
+        self.execute(f"ANALYZE {stage.name}")
+
+    def plan(self, sql: str) -> list[str]:
+        return [line for (line,) in self.execute(f"EXPLAIN {sql}")]
 
     def append_stage(self, table: Table, where: Callable[[int], str]) -> Stage:
         self._stages += 1

@@ -6,7 +6,7 @@ import os
 import sqlite3
 from typing import Callable, Iterator
 
-from .. import ownership, timestamps
+from .. import errors, ownership, timestamps
 from ..errors import DatabaseError, InputError, MissingDatabase
 from ..model import Column, ForeignKey, Kind, Table
 from ..query import Query, quote_ident as q
@@ -49,6 +49,15 @@ def _canonical_float(errors: list[str], value):
     except ValueError as e:
         errors.append(f"{value!r}: {e}")
         raise
+
+
+PROGRESS_STEPS = 20_000
+# What SQLite says when a callback of ours raised: the progress handler, a function.
+_SWALLOWED = frozenset(("interrupted", "user-defined function raised exception"))
+
+
+def _let_signals_in() -> int:
+    return 0  # carry on (a signal handler that raises on entering here stops the statement)
 
 
 def _base64(value):
@@ -126,11 +135,15 @@ class SQLiteStage(Stage):
             self._flush()
 
     def _flush(self) -> None:
-        self.db.conn.executemany(self._sql, self._batch)
+        try:
+            self.db.conn.executemany(self._sql, self._batch)
+        except sqlite3.Error as e:
+            raise self.db._error(e, self._sql) from None
         self._batch.clear()
 
     def finish(self) -> None:
         self._flush()
+        self.db.key_stage(self)
 
 
 class SQLiteAppend(Stage):
@@ -257,6 +270,11 @@ class SQLiteDatabase(Database):
         self.conn.create_function("aviary_float", 1, functools.partial(_canonical_float, self._udf_errors),
                                   deterministic=True)
         self.conn.create_function("aviary_base64", 1, _base64, deterministic=True)
+        # Python runs a signal handler only between bytecodes, never inside one long
+        # sqlite3_step: this callback gives it the chance every PROGRESS_STEPS steps of
+        # SQLite's machine (about a millisecond).  A handler that raises there makes the
+        # statement stop ("interrupted"), and _error raises the handler's exception.
+        self.conn.set_progress_handler(_let_signals_in, PROGRESS_STEPS)
         self._stages = 0
 
     def execute(self, sql: str) -> list[tuple]:
@@ -265,7 +283,13 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as e:
             raise self._error(e, sql) from None
 
-    def _error(self, e: sqlite3.Error, sql: str = "") -> Exception:
+    def _error(self, e: sqlite3.Error, sql: str = "") -> BaseException:
+        stop = errors.stop_requested()
+        if stop is not None and str(e) in _SWALLOWED:  # a signal, in a callback of ours
+            self._udf_errors.clear()
+            return stop
+        if str(e) == "interrupted":  # Python's own handler raised in the progress handler
+            return KeyboardInterrupt()
         if self._udf_errors:
             reason = self._udf_errors[-1]
             self._udf_errors.clear()
@@ -374,6 +398,22 @@ class SQLiteDatabase(Database):
         self.execute(f"CREATE TEMP TABLE {name[5:]} AS SELECT * FROM main.{q(table.name)} WHERE 0")
         self.execute(f"ALTER TABLE {name} ADD COLUMN _src INTEGER")
         return SQLiteStage(self, table, name, where)
+
+    def key_stage(self, stage: Stage) -> None:
+        # An index built once the rows are in: quicker than keeping one up to date row by row.
+        key = stage.table.primary_key
+        if key:
+            self._stages += 1
+            self.execute(f"CREATE INDEX temp.aviary_key_{self._stages} ON {stage.name.removeprefix('temp.')}"
+                         f" ({', '.join(q(c) for c in key)})")
+
+    def plan(self, sql: str) -> list[str]:
+        # (id, parent, _, detail): each step indented under the one it belongs to.
+        steps = self.execute(f"EXPLAIN QUERY PLAN {sql}")
+        depth = {0: -1}
+        for step, parent, _, _ in steps:
+            depth[step] = depth.get(parent, -1) + 1
+        return ["  " * depth[step] + detail for step, _, _, detail in steps]
 
     def append_stage(self, table: Table, where: Callable[[int], str]) -> Stage:
         self._stages += 1

@@ -1,0 +1,91 @@
+"""Ctrl-C and SIGTERM inside one long SQL statement: the command stops, says `interrupted`
+(130) or `terminated` (143), and the database is left as it was.
+
+Python runs a signal handler only between bytecodes: SQLite gets a progress handler that lets
+it in, and an exception it raises there, or inside one of our SQL functions, is reported as the
+signal it is (SQLite itself would say "interrupted" or "user-defined function raised
+exception").  PostgreSQL's statement is cancelled on the server."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from helpers import AVIARY, make_db
+
+STATUS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}
+# One statement that runs for minutes on either engine, and returns nothing.
+LONG_SQLITE = ("(WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)"
+               " SELECT count(*) FROM c) < 0")
+LONG_POSTGRES = "(SELECT count(*) FROM generate_series(1, 10000000000)) < 0"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def struck(args, signum, busy) -> tuple[int, str]:
+    """Run `aviary ARGS`, send `signum` once `busy()` says the long statement runs; its exit
+    status and stderr."""
+    proc = subprocess.Popen(AVIARY + [str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not busy(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signum)
+        err = proc.communicate(timeout=30)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+def past_start(pid: int) -> bool:
+    """The command used a second of CPU: imports done, its statement under way."""
+    return cpu_seconds(pid) >= 1.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_long_sqlite_statement_stops(tmp_path, signum):
+    url = make_db(str(tmp_path / "aviary.db"), users=2)
+    rc, err = struck(["dump-table", "users", "--db", url, "--where", LONG_SQLITE], signum, past_start)
+    assert (rc, err.split()) == (STATUS[signum][0], ["aviary", "dump-table:", STATUS[signum][1]]), err
+
+
+def test_a_signal_inside_an_sql_function_is_an_interrupt(tmp_path):
+    """Timestamps stored in a form the SQL fast path leaves to aviary_ts, a Python function:
+    the dump spends its time in it, where the signal lands."""
+    url = make_db(str(tmp_path / "aviary.db"), populate=False)
+    with sqlite3.connect(url) as conn:
+        conn.executemany(
+            "INSERT INTO login_attempts (id, ip_address, username, success, attempted_at, user_agent)"
+            " VALUES (?, '192.0.2.1', 'u', 1, ?, 'x')",
+            ((f"{n:08x}-0000-4000-8000-000000000000", f"2025-07-27T10:11:{n % 60:02d}.{n}Z")
+             for n in range(300_000)))
+    rc, err = struck(["dump-table", "login_attempts", "--db", url], signal.SIGINT, past_start)
+    assert "user-defined function" not in err
+    assert (rc, err.split()) == (130, ["aviary", "dump-table:", "interrupted"]), err
+
+
+def running(url: str, text: str):
+    def busy(pid: int) -> bool:
+        with psycopg.connect(url, autocommit=True) as conn:
+            return bool(conn.execute("SELECT 1 FROM pg_stat_activity WHERE state = 'active'"
+                                     " AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{text}%",)).fetchall())
+    return busy
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_long_postgresql_statement_is_cancelled(pg_url, signum):
+    make_db(pg_url, users=2)
+    rc, err = struck(["dump-table", "users", "--db", pg_url, "--where", LONG_POSTGRES], signum,
+                     running(pg_url, "generate_series"))
+    assert (rc, err.split()) == (STATUS[signum][0], ["aviary", "dump-table:", STATUS[signum][1]]), err
+    assert not running(pg_url, "generate_series")(0), "the statement still runs on the server"
