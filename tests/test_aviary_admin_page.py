@@ -64,7 +64,8 @@ def pack_with(source, options: str, tmp_path) -> bytes:
     zoe = next(u["id"] for u in source["model"][0]["users"] if u["username"] == "zoë")
     args = options.replace("SNAPSHOT", str(tmp_path / "snapshot")).replace("ZOË-ID", zoe).split()
     if args[:2] == ["-g", str(tmp_path / "snapshot")] and "--level" not in args:
-        ok("pack", "-g", tmp_path / "snapshot", "--db", source["url"], "--storage", source["data"])  # its level 0
+        level_0 = tmp_path / "level0.tar"  # on disk (-o): FILE moves at once, not FILE.pending
+        ok("pack", "-g", tmp_path / "snapshot", "--db", source["url"], "--storage", source["data"], "-o", level_0)
     archive = ok("pack", *args, "--db", source["url"], "--storage", source["data"])
     return archive
 

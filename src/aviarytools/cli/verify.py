@@ -64,20 +64,21 @@ def command(archives, as_json, max_age, snapshot, progress):
     chain = _links_first(archives) if len(archives) > 1 else None
     meter = Progress("verify", progress)
     run_report.count_bytes(meter)
-    counts, metadata, problems = {}, {}, 0
+    counts, metadata, problems, kinds = {}, {}, 0, []
     for archive in archives:
         kind = []
         found = report_findings(verify(CountingReader(archive, meter), input_name(archive), limit, meter,
                                        about=kind.append), as_json)
         counts = {severity: counts.get(severity, 0) + n for severity, n in found.items()}
         metadata = kind[0] if kind else {}
-        for about in kind:
-            click.echo(f"aviary verify: {errors.message(admin_page.describe(about))}", err=True)
+        kinds += kind
         if chain is not None:
             _say(f"{input_name(archive)}: " + _verdict(found[PROBLEM]), as_json, found[PROBLEM])
             if metadata:
                 chain.add(link_of(metadata, input_name(archive)))
     meter.done()
+    for about in kinds:  # after the progress line's last
+        click.echo(f"aviary verify: {errors.message(admin_page.describe(about))}", err=True)
     problems = counts[PROBLEM]
     what = f"chain of {len(archives)} archives, {_levels(chain)}: " if chain is not None else ""
     kept = f": {snapshot} left as it was" if problems and snapshot else ""
