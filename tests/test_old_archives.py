@@ -184,7 +184,9 @@ def test_ls_cat_and_info_read_it(old):
     assert shown.returncode == 0, shown.stderr.decode()
     assert json.loads(shown.stdout)["aviary_version"] == "v1.5.3"
     assert shown.stderr.decode() == ("aviary info: warning: metadata.json is not the first member (Aviary v1.4.0 to"
-                                     " v1.5.3 wrote it last): reading the whole archive to find it\n")
+                                     " v1.5.3 wrote it last): reading the whole archive to find it\n"
+                                     "aviary info: Aviary's own backup; Aviary's admin page restores it"
+                                     " (with Aviary's own losses)\n")
 
 
 def test_a_metadata_first_archive_without_totals_is_aviarys_too():
