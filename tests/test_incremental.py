@@ -382,3 +382,25 @@ def test_differentials_are_a_chain_of_the_level_0_and_the_latest_level_1(live, t
     assert link(tuesday)["level"] == 1
     assert aviary("verify", level_0, tuesday).returncode == 0
     assert "two archives follow the same one" in one_line_error(aviary("verify", level_0, live["root"] / "monday.tar", tuesday))
+
+
+def test_unpack_restores_a_chain_in_one_step_and_refuses_a_broken_one_before_writing(live, tmp_path):
+    chain = chain_of_four(live)
+    target = tmp_path / "one-step"
+    result = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", *chain,
+                    "--report", tmp_path / "report.json")
+    assert result.returncode == 0, result.stderr
+    restored_equals_live(live, str(target / "aviary.db"), target)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["archive"]["id"], report["archive"]["level"]) == (link(chain[3])["archive"], 3)
+    assert report["bytes_read"] == sum(a.stat().st_size for a in chain)
+
+    level_0, level_1, level_2, level_3 = chain
+    for broken, expected in (((level_0, level_1, level_3), "an archive missing between them, or out of order"),
+                             ((level_0, level_2, level_1), "out of order"),
+                             ((level_1, level_2), "a chain starts with its level 0")):
+        fresh = tmp_path / "refused"
+        error = one_line_error(aviary("unpack", "--db", fresh / "aviary.db", "--storage", fresh, "--create-schema",
+                                      *broken))
+        assert error.startswith("aviary unpack: ") and expected in error
+        assert not fresh.exists()
