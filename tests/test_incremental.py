@@ -404,3 +404,76 @@ def test_unpack_restores_a_chain_in_one_step_and_refuses_a_broken_one_before_wri
                                       *broken))
         assert error.startswith("aviary unpack: ") and expected in error
         assert not fresh.exists()
+
+
+def flipped_in_a_document(archive, tmp_path) -> "os.PathLike":
+    """A copy of the (plain) archive with one byte flipped inside its first document member."""
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar if m.isfile() and m.name.startswith((layout.CARRIED_PREFIX, "filesystem/")))
+    data = bytearray(archive.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x01
+    damaged = tmp_path / f"damaged-{archive.name}"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def test_a_chain_mixes_compressions_reads_stdin_anywhere_and_writes_each_document_once(live, tmp_path):
+    import subprocess
+
+    level_0, level_1, level_2, level_3 = chain_of_four(live)
+    subprocess.run(["gzip", "-k", level_1], check=True)
+    subprocess.run(["zstd", "-q", level_2], check=True)
+    mixed = [level_0, tmp_path / "level1.tar.gz", tmp_path / "level2.tar.zst", level_3]
+    live_documents = len(documents(live["data"]))
+    for n, stdin in enumerate((None, 3, 1, 0)):
+        target = tmp_path / f"t{n}"
+        given = ["-" if i == stdin else a for i, a in enumerate(mixed)]
+        result = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", *given,
+                        "--report", tmp_path / f"report{n}.json",
+                        input=mixed[stdin].read_bytes() if stdin is not None else None)
+        assert result.returncode == 0, (stdin, result.stderr)
+        restored_equals_live(live, str(target / "aviary.db"), target)
+        assert json.loads((tmp_path / f"report{n}.json").read_text())["documents"] == live_documents  # each once
+
+
+def test_a_chain_dry_run_writes_nothing_and_damage_anywhere_restores_nothing(live, tmp_path):
+    chain = chain_of_four(live)
+    target = tmp_path / "t"
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", chain[0])
+    before = (dump_tables(str(target / "aviary.db")), objects(target))
+    dry = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--dry-run", *chain)
+    assert dry.returncode == 0, dry.stderr
+    assert "would be deleted (not in the archive; dry run)" in dry.stderr.decode()
+    assert (dump_tables(str(target / "aviary.db")), objects(target)) == before
+
+    for damaged in (flipped_in_a_document(chain[3], tmp_path), flipped_in_a_document(chain[1], tmp_path),
+                    flipped_in_a_document(chain[0], tmp_path)):
+        given = [damaged if a.name in damaged.name else a for a in chain]
+        error = one_line_error(aviary("unpack", "--db", target / "aviary.db", "--storage", target, *given))
+        assert "XXH128" in error and str(damaged) in error, error
+        assert (dump_tables(str(target / "aviary.db")), objects(target)) == before
+
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, *chain)  # over the level 0: the live state
+    restored_equals_live(live, str(target / "aviary.db"), target)
+
+
+def test_differentials_restore_in_one_step_and_a_chain_refuses_options_of_one_archive(live, tmp_path):
+    level_0 = pack_g(live, "level0.tar")
+    kept = live["snapshot"].read_bytes()
+    change(live)
+    pack_g(live, "monday.tar")
+    live["snapshot"].write_bytes(kept)
+    (live["data"] / live["keys"][5]).write_bytes(b"%PDF tuesday")
+    tuesday = pack_g(live, "tuesday.tar")
+    target = tmp_path / "t"
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", level_0, tuesday)
+    restored_equals_live(live, str(target / "aviary.db"), target)
+    error = one_line_error(aviary("unpack", "--db", target / "aviary.db", "--storage", target, level_0,
+                                  live["root"] / "monday.tar", tuesday))
+    assert "two archives follow the same one" in error
+
+    for options in (["-C", tmp_path / "x"], ["--adopt", "admin"], ["--finish"]):
+        refused = aviary("unpack", *options, level_0, tuesday)
+        assert refused.returncode == 2, (options, refused.stderr)
+    twice = aviary("unpack", "--db", target / "aviary.db", "-", "-", input=b"")
+    assert twice.returncode == 2 and b"at most one ARCHIVE can be -" in twice.stderr

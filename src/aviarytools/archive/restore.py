@@ -25,7 +25,7 @@ import xxhash
 from .. import declared, run_report, schema
 from .. import rows as rows_module
 from ..db import Database
-from ..errors import InputError
+from ..errors import ArchiveError, InputError
 from ..spill import HashSet, SpillList
 from ..storage import Listing, ObjectInfo, Staged, Storage
 from . import layout
@@ -153,7 +153,12 @@ class Restore(Consumer):
         for read, archive in enumerate(reading.order(), 1):
             reading.current = archive
             self._phase(reading.label(read), figures=True)
-            raise_problems(Walk(archive.stream, archive.name, self, progress))
+            try:
+                raise_problems(Walk(archive.stream, archive.name, self, progress))
+            except ArchiveError as error:  # in a chain, the line names the archive too
+                if not reading.is_chain or str(error).startswith(f"{archive.name}: "):
+                    raise
+                raise ArchiveError(f"{archive.name}: {error}") from None
             reading.after_this()
         reading.complete()
         if reading.is_chain:
@@ -193,13 +198,12 @@ class Restore(Consumer):
         documents exist and which of them a later archive carries."""
         reading = self.reading
         for archive in reading.ahead():
-            entries = reading.manifest(archive)
+            entries = reading.passing_over(reading.manifest(archive))
             if archive is reading.last:
                 self._final_manifest(entries)
             else:
-                for entry in entries:
-                    if entry.carried:
-                        reading.passed_over.add(entry.key)
+                for _ in entries:
+                    pass
 
     def _adopting(self) -> None:
         if not self.use_db:

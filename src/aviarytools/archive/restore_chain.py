@@ -146,6 +146,13 @@ class ChainReading:
                              f" manifest records it otherwise and no archive after this one carries it: these"
                              " archives are not the states of one chain (nothing was changed)")
 
+    def passing_over(self, entries: Iterator[incremental.Entry]) -> Iterator[incremental.Entry]:
+        """The entries of an archive after a `-` read ahead of it: what it carries, the `-` does not give."""
+        for entry in entries:
+            if entry.carried:
+                self.passed_over.add(entry.key)
+            yield entry
+
     def after_this(self) -> None:
         """The archive read first was a `-`: what the archives after it carry is theirs again."""
         self.passed_over = HashSet()
