@@ -395,8 +395,10 @@ def test_unpack_restores_a_chain_in_one_step_and_refuses_a_broken_one_before_wri
     chain = chain_of_four(live)
     target = tmp_path / "one-step"
     result = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", *chain,
-                    "--report", tmp_path / "report.json")
+                    "--report", tmp_path / "report.json", "--progress")
     assert result.returncode == 0, result.stderr
+    shown = result.stderr.decode()  # the last first, each named
+    assert shown.index(f"unpack: reading 1/4 {chain[3]}") < shown.index(f"unpack: reading 4/4 {chain[0]}")
     restored_equals_live(live, str(target / "aviary.db"), target)
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["archive"]["id"], report["archive"]["level"]) == (link(chain[3])["archive"], 3)
