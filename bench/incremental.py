@@ -172,6 +172,9 @@ def chain_section(bench, megabytes: int, make_installation, files: int = FILES) 
     if same.returncode:
         raise bench.Failed(f"one step and the loop differ: {same.stdout.decode()[:2000]}")
     bench.run(f"$AVIARY doctor --db one/aviary.db --storage one --against {archives[-1]}")
+    fresh("loop")()
+    _, loop_peak = bench.run(loop)  # (compare shows our peak only): flat with the chain's length?
+    print(f"  the loop's peak (its largest single restore) {loop_peak:.0f} MB")
     print(f"  checked: one step = the loop's documents; doctor --against {archives[-1]}: exit 0;"
           f" archives {sum((work / a).stat().st_size for a in archives) / 1e6:.1f} MB in all")
     for name in (*archives, "chain.ndjson"):

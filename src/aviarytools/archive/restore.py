@@ -13,6 +13,11 @@ users.json after the tables that reference it):
 A failure before the commit rolls the database back and deletes the staged
 objects: the old database and every old object are as they were.  One after
 it says so and how to finish (transaction.py).
+
+A chain (unpack BASE INC1 INC2 ...) is one restore of several passes, one per
+archive, in one transaction and one staging: restore_chain.py says in which
+order they are read and which documents each gives; a single archive is a
+chain of one.
 """
 
 import functools
