@@ -562,3 +562,35 @@ def test_a_chain_of_postgresql_and_s3_restored_in_one_step_equals_the_live_insta
         assert dumped.stdout.split()[0].decode() == objects(live)[keys[4]]  # the xxhsum tool agrees
     finally:
         s3_server.client().delete_bucket(Bucket=target_bucket)
+
+
+def test_a_document_an_earlier_archive_gives_is_held_to_the_last_manifest(live, tmp_path):
+    """A level 0 re-packed with one document's bytes changed (its checksums made to match: verify
+    passes it) does not hold the state the last manifest records: refused, nothing written."""
+    import xxhash
+
+    level_0 = pack_g(live, "level0.tar")
+    (live["data"] / live["keys"][0]).write_bytes(b"%PDF changed")
+    level_1 = pack_g(live, "level1.tar")
+    kept = next(e["key"] for e in manifest_of(level_1) if not e["carried"])
+    user, path = layout.document_of_key(kept)
+    contents = members(level_0)
+    name = next(n for n in contents if n.startswith("filesystem/") and n.endswith(f"{user}/{path}"))
+    body = bytearray(contents[name])
+    body[0] ^= 0x01
+    contents[name] = bytes(body)
+    contents["checksums.xxh128"] = b"".join(
+        (xxhash.xxh3_128_hexdigest(contents[n]).encode() + b"  " + n.encode() + b"\n")
+        if line.endswith(b"  " + n.encode()) else line + b"\n"
+        for line in contents["checksums.xxh128"].splitlines() for n in [line.split(b"  ", 1)[1].decode()])
+    forged = tmp_path / "forged0.tar"
+    with tarfile.open(level_0) as source, tarfile.open(forged, "w", format=tarfile.PAX_FORMAT) as out:
+        for member in source:
+            data = contents[member.name]
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    assert aviary("verify", forged).returncode == 0
+    target = tmp_path / "t"
+    error = one_line_error(aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema",
+                                  forged, level_1))
+    assert f"{forged}: {kept}: " in error and "are not the states of one chain" in error
+    assert not target.exists()
