@@ -1006,6 +1006,17 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
         checks(expect_no_leftovers, target.leftovers())
         return checks.done((line or "")[:110])
 
+    def unpack_chain_in_one_step():
+        chain = chain_of("same size")
+        into = env.fresh("inc-one-step")
+        target = Target(str(into / "aviary.db"), str(into / "data"), env)
+        checks = Checks()
+        checks(expect_ok, env.run("unpack", "--create-schema", *target.args, *(archive(chain, n) for n in range(3))))
+        checks(expect_same, chain["live"], target.state(), "target after L0 L1 L2 in one step (against the live)")
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done("exit 0; = live installation (dumps, object hashes)")
+
+    case("unpack L0 L1 L2 in one step", "exit 0; = live installation (dumps, object hashes)", unpack_chain_in_one_step)
     unpack_refused = "exit 1, one line naming {}; target (dumps, objects) as before, nothing staged left"
     case("unpack L0 L1 L2 with L1 cut in its middle (plain)", unpack_refused.format("the cut archive"),
          lambda: unpack_chain_cut_in_the_middle(False), quick=True)
