@@ -594,3 +594,24 @@ def test_a_document_an_earlier_archive_gives_is_held_to_the_last_manifest(live, 
                                   forged, level_1))
     assert f"{forged}: {kept}: " in error and "are not the states of one chain" in error
     assert not target.exists()
+
+
+def test_a_pipe_in_a_chain_is_read_as_it_comes_and_one_only(live, tmp_path):
+    """bash's `<(cat x.tar)` is a pipe: read once, first (as `-` is), never ahead."""
+    import subprocess
+
+    from helpers import AVIARY
+
+    chain = chain_of_four(live)
+    target = tmp_path / "t"
+    unpack = " ".join(map(repr, [*AVIARY, "unpack", "--db", str(target / "aviary.db"), "--storage", str(target),
+                                 "--create-schema"]))
+
+    def run(arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(f"{unpack} {arguments}", shell=True, executable="/bin/bash", capture_output=True)
+
+    piped = run(f"{chain[0]} <(cat {chain[1]}) {chain[2]} {chain[3]}")
+    assert piped.returncode == 0, piped.stderr
+    restored_equals_live(live, str(target / "aviary.db"), target)
+    twice = run(f"<(cat {chain[0]}) {chain[1]} <(cat {chain[2]}) {chain[3]} 2>&1 < /dev/null")
+    assert twice.returncode == 1 and b"at most one archive of a chain can be read as a stream" in twice.stdout

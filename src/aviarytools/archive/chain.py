@@ -12,6 +12,7 @@ chain, before it writes anything.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import ArchiveError, AviaryError
@@ -56,6 +57,12 @@ def read_link(path: str) -> Link | None:
         return file_link(path)[0]
     except ArchiveError:
         return None
+
+
+def is_file(name: str) -> bool:
+    """Whether the archive named so is a regular file, whose metadata.json can be read ahead (not
+    `-`, nor a pipe such as bash's `<(ssh host cat x.tar)`, which can be read once only)."""
+    return name != "-" and os.path.isfile(name)
 
 
 def file_link(path: str) -> tuple[Link, dict]:

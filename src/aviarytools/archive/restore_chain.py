@@ -21,7 +21,7 @@ from typing import BinaryIO, Iterator
 from ..errors import ArchiveError, InputError
 from ..spill import HashSet, SpillList
 from . import incremental, layout
-from .chain import Link, check, file_link, link_of
+from .chain import ChainError, Link, check, file_link, is_file, link_of
 from .inspect import member_chunks
 
 
@@ -34,6 +34,11 @@ class Archive:
     position: int
     link: Link | None = None
     metadata: dict | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """`-` or a pipe (`<(ssh host cat x.tar)`): read once, as it comes, never ahead."""
+        return not is_file(self.name)
 
 
 class ChainReading:
@@ -62,16 +67,20 @@ class ChainReading:
         through."""
         if not self.is_chain:
             return
+        streamed = [a.name for a in self.archives if a.streamed]
+        if len(streamed) > 1:
+            raise ChainError(f"{', '.join(streamed)}: at most one archive of a chain can be read as a stream"
+                             " (- or a pipe): give the others as files")
         for archive in self.archives:
-            if archive.name != "-":
+            if not archive.streamed:
                 archive.link, archive.metadata = file_link(archive.name)
         known = [a.link for a in self.archives]
         check(known[:known.index(None)] if None in known else known)
 
     def order(self) -> list[Archive]:
-        """The order the archives are read in: `-` first, then the files from the last to the first."""
-        ahead = [a for a in self.archives if a.name == "-"]
-        return ahead + [a for a in reversed(self.archives) if a.name != "-"]
+        """The order the archives are read in: `-` (or a pipe) first, then the files from the last to the first."""
+        ahead = [a for a in self.archives if a.streamed]
+        return ahead + [a for a in reversed(self.archives) if not a.streamed]
 
     def label(self, read: int) -> str:
         """The progress line's phase while the `read`-th archive read (1: the first) is."""
@@ -103,7 +112,7 @@ class ChainReading:
 
     def ahead(self) -> list[Archive]:
         """The files after a `-` read first, whose manifests it must know (none otherwise)."""
-        if self.current.name != "-" or self.current is self.last:
+        if not self.current.streamed or self.current is self.last:
             return []
         return self.archives[self.current.position + 1:]
 

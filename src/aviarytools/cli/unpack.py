@@ -5,6 +5,7 @@ import os
 import click
 
 from .. import errors, run_report
+from ..archive.chain import is_file
 from ..archive.extract import extract
 from ..progress import CountingReader, Progress, human_size
 from .common import archives_argument, closing, db_option, given_archives, info, input_name, open_db, \
@@ -141,7 +142,7 @@ def _read_through(archives, meter) -> list[tuple]:
     """(stream, name) of each archive, read through `meter`: its total, every file's size."""
     chain = [(CountingReader(archive, meter), input_name(archive)) for archive in archives]
     if len(archives) > 1:
-        sizes = [os.fstat(a.fileno()).st_size if name != "-" else None for a, (_, name) in zip(archives, chain)]
+        sizes = [os.path.getsize(name) if is_file(name) else None for _, name in chain]
         meter.total = None if None in sizes else sum(sizes)  # (a `-`: its metadata's documents' bytes)
     return chain
 

@@ -4,7 +4,7 @@ import click
 
 from .. import errors, run_report
 from ..archive import admin_page
-from ..archive.chain import Chain, check, link_of, read_link
+from ..archive.chain import Chain, check, is_file, link_of, read_link
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress, human_size
@@ -90,7 +90,7 @@ def _links_first(archives) -> Chain:
     """Where every ARCHIVE is a file, its link is read first (metadata.json only): a broken chain
     is refused before gigabytes are read.  Every link is checked again as each is verified."""
     names = [input_name(a) for a in archives]
-    if "-" not in names:
+    if all(map(is_file, names)):
         links = [read_link(name) for name in names]
         if None not in links:
             check(links)
