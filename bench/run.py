@@ -14,7 +14,8 @@ fails.  Four sections, each a function calling `bench.compare` or
 `bench.compare_peers`: table streams (PostgreSQL and SQLite; SECTIONS, per row
 count), archives (a folder and SQLite, plain, zstd and gzip; per size), incremental archives
 (bench/incremental.py: pack -g against tar -g, a level 0 and a level 1 after 1 %
-changed; per size, and once with 100,000 small documents), S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
+changed; per size, and once with 100,000 small documents; a chain of 7 restored in one step
+against the loop of 7, per size or --chain-mb), S3 (bench/s3.py: SeaweedFS behind a latency proxy, against
 the AWS CLI and rclone from scripts/install-bench-tools) and scale (bench/scale.py: every command at N
 and 4N, with the growth flagged; alone: `make bench-scale`).  --no-tables,
 --no-archives, --no-incremental, --no-s3 and --no-scale leave a section out; --only TEXT keeps
@@ -419,6 +420,9 @@ def main() -> int:
     parser.add_argument("--no-archives", action="store_true", help="leave out the archives")
     parser.add_argument("--no-tables", action="store_true", help="leave out the table streams")
     parser.add_argument("--no-incremental", action="store_true", help="leave out the incremental archives")
+    parser.add_argument("--chain-mb", type=lambda s: [int(x) for x in s.split(",")], metavar="MB[,MB]",
+                        help="the sizes of the chain row (a level 0 + 6 incrementals restored in one step and"
+                        " in a loop; default: the archive sizes)")
     parser.add_argument("--no-s3", action="store_true", help="leave out S3 (SeaweedFS, aws, rclone)")
     parser.add_argument("--no-scale", action="store_true", help="leave out the scale section (bench/scale.py)")
     parser.add_argument("--only", default="", metavar="TEXT",
@@ -455,6 +459,9 @@ def main() -> int:
             for megabytes in archive_sizes:
                 bench.size = megabytes
                 incremental.section(bench, megabytes, make_installation)
+            for megabytes in args.chain_mb or archive_sizes:
+                bench.size = megabytes
+                incremental.chain_section(bench, megabytes, make_installation)
             if not args.quick:
                 bench.size = MANY_FILES_MB
                 incremental.section(bench, MANY_FILES_MB, make_installation, files=MANY_FILES)

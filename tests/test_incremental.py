@@ -382,3 +382,236 @@ def test_differentials_are_a_chain_of_the_level_0_and_the_latest_level_1(live, t
     assert link(tuesday)["level"] == 1
     assert aviary("verify", level_0, tuesday).returncode == 0
     assert "two archives follow the same one" in one_line_error(aviary("verify", level_0, live["root"] / "monday.tar", tuesday))
+
+    target = tmp_path / "t"  # unpack takes them as verify does
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", level_0, tuesday)
+    restored_equals_live(live, str(target / "aviary.db"), target)
+    error = one_line_error(aviary("unpack", "--db", target / "aviary.db", "--storage", target, level_0,
+                                  live["root"] / "monday.tar", tuesday))
+    assert "two archives follow the same one" in error
+
+
+def test_unpack_restores_a_chain_in_one_step_and_refuses_a_broken_one_before_writing(live, tmp_path):
+    chain = chain_of_four(live)
+    target = tmp_path / "one-step"
+    result = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", *chain,
+                    "--report", tmp_path / "report.json", "--progress")
+    assert result.returncode == 0, result.stderr
+    shown = result.stderr.decode()  # the last first, each named
+    assert shown.index(f"unpack: reading 1/4 {chain[3]}") < shown.index(f"unpack: reading 4/4 {chain[0]}")
+    restored_equals_live(live, str(target / "aviary.db"), target)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["archive"]["id"], report["archive"]["level"]) == (link(chain[3])["archive"], 3)
+    assert report["bytes_read"] == sum(a.stat().st_size for a in chain)
+
+    level_0, level_1, level_2, level_3 = chain
+    for broken, expected in (((level_0, level_1, level_3), "an archive missing between them, or out of order"),
+                             ((level_0, level_2, level_1), "out of order"),
+                             ((level_1, level_2), "a chain starts with its level 0")):
+        fresh = tmp_path / "refused"
+        error = one_line_error(aviary("unpack", "--db", fresh / "aviary.db", "--storage", fresh, "--create-schema",
+                                      *broken))
+        assert error.startswith("aviary unpack: ") and expected in error
+        assert not fresh.exists()
+
+
+def flipped_in_a_document(archive, tmp_path) -> "os.PathLike":
+    """A copy of the (plain) archive with one byte flipped inside its first document member."""
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar if m.isfile() and m.name.startswith((layout.CARRIED_PREFIX, "filesystem/")))
+    data = bytearray(archive.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0x01
+    damaged = tmp_path / f"damaged-{archive.name}"
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def test_a_chain_mixes_compressions_reads_stdin_anywhere_and_writes_each_document_once(live, tmp_path):
+    import subprocess
+
+    level_0, level_1, level_2, level_3 = chain_of_four(live)
+    subprocess.run(["gzip", "-k", level_1], check=True)
+    subprocess.run(["zstd", "-q", level_2], check=True)
+    mixed = [level_0, tmp_path / "level1.tar.gz", tmp_path / "level2.tar.zst", level_3]
+    live_documents = len(documents(live["data"]))
+    for n, stdin in enumerate((None, 3, 1, 0)):
+        target = tmp_path / f"t{n}"
+        given = ["-" if i == stdin else a for i, a in enumerate(mixed)]
+        result = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", *given,
+                        "--report", tmp_path / f"report{n}.json",
+                        input=mixed[stdin].read_bytes() if stdin is not None else None)
+        assert result.returncode == 0, (stdin, result.stderr)
+        restored_equals_live(live, str(target / "aviary.db"), target)
+        assert json.loads((tmp_path / f"report{n}.json").read_text())["documents"] == live_documents  # each once
+
+
+def test_a_chain_dry_run_writes_nothing_and_damage_anywhere_restores_nothing(live, tmp_path):
+    chain = chain_of_four(live)
+    target = tmp_path / "t"
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema", chain[0])
+    before = (dump_tables(str(target / "aviary.db")), objects(target))
+    dry = aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--dry-run", *chain)
+    assert dry.returncode == 0, dry.stderr
+    assert "would be deleted (not in the archive; dry run)" in dry.stderr.decode()
+    assert (dump_tables(str(target / "aviary.db")), objects(target)) == before
+
+    for damaged in (flipped_in_a_document(chain[3], tmp_path), flipped_in_a_document(chain[1], tmp_path),
+                    flipped_in_a_document(chain[0], tmp_path)):
+        given = [damaged if a.name in damaged.name else a for a in chain]
+        error = one_line_error(aviary("unpack", "--db", target / "aviary.db", "--storage", target, *given))
+        assert "XXH128" in error and str(damaged) in error, error
+        assert (dump_tables(str(target / "aviary.db")), objects(target)) == before
+
+    ok("unpack", "--db", target / "aviary.db", "--storage", target, *chain)  # over the level 0: the live state
+    restored_equals_live(live, str(target / "aviary.db"), target)
+
+
+def test_a_chain_refuses_the_options_of_one_archive(live, tmp_path):
+    level_0, level_1 = pack_g(live, "level0.tar"), pack_g(live, "level1.tar")
+    target = tmp_path / "t"
+    for options in (["-C", tmp_path / "x"], ["--adopt", "admin"], ["--finish"]):
+        refused = aviary("unpack", *options, level_0, level_1)
+        assert refused.returncode == 2, (options, refused.stderr)
+    twice = aviary("unpack", "--db", target / "aviary.db", "-", "-", input=b"")
+    assert twice.returncode == 2 and b"at most one ARCHIVE can be -" in twice.stderr
+
+
+def test_a_chain_from_sqlite_and_a_folder_restores_in_one_step_into_postgresql_and_s3(live, tmp_path, pg_url, pg_reference,
+                                                                                        s3_server, s3_bucket):
+    """The acceptance: level 0 + 3 incrementals (documents new, changed, deleted, one deleted and
+    brought back) in one step = the live installation (dump-table's dumps, every document's XXH128
+    by the xxhash library); a gap, the wrong order or a damaged last archive writes nothing."""
+    chain = chain_of_four(live)
+    store = bucket_storage(s3_server, s3_bucket)
+    target = ["--db", pg_url, *s3_args(s3_server, s3_bucket)]
+    env = s3_env(s3_server)
+
+    def target_state():
+        return dump_tables(pg_url), objects(store)
+
+    level_0, level_1, level_2, level_3 = chain
+    ok("unpack", *target, "--create-schema", level_0, env=env)
+    before = target_state()
+    damaged = flipped_in_a_document(level_3, tmp_path)
+    for refused, expected in (((level_0, level_1, level_3), "an archive missing between them"),
+                              ((level_0, level_2, level_1, level_3), "out of order"),
+                              ((level_0, level_1, level_2, damaged), "manifest.ndjson says")):
+        error = one_line_error(aviary("unpack", *target, *refused, env=env))
+        assert expected in error, error
+        assert target_state() == before
+
+    result = aviary("unpack", *target, *chain, env=env)
+    assert result.returncode == 0, result.stderr
+    tables, restored = target_state()
+    assert {k: v for k, v in restored.items() if k.startswith("users/")} == documents(live["data"])
+    assert (live["data"] / live["keys"][3]).read_bytes() == b"%PDF brought back"
+    # The tables (each backend spells timestamps its own way): as the loop of single restores leaves them.
+    for archive in chain:
+        ok("unpack", "--db", pg_reference, "--storage", tmp_path / "loop", "--create-schema", archive)
+    assert tables == dump_tables(pg_reference)
+    assert documents(tmp_path / "loop") == documents(live["data"])
+
+
+def test_a_chain_of_postgresql_and_s3_restored_in_one_step_equals_the_live_installation(tmp_path, pg_reference, pg_url,
+                                                                                       s3_server, s3_bucket):
+    """The acceptance on real servers: level 0 + 3 incrementals of a PostgreSQL + S3 installation
+    (documents new, changed, deleted, one deleted and brought back; a row changed), restored in
+    one step into another database and bucket = the live installation (dump-table's dumps, the
+    XXH128 of every document by the xxhash library); gzip, zstd and plain archives mixed."""
+    import subprocess
+
+    import psycopg
+
+    live = bucket_storage(s3_server, s3_bucket)
+    installation(pg_reference, live, users=2, docs_per_user=4)
+    keys = sorted(info.key for info in live.list("users/"))
+    env = s3_env(s3_server)
+    source = ["--db", pg_reference, *s3_args(s3_server, s3_bucket), "-g", tmp_path / "snap.ndjson"]
+
+    def pack(name, *extra):
+        ok("pack", *source, "-o", tmp_path / name, *extra, env=env)
+        return tmp_path / name
+
+    def setting(value):
+        with psycopg.connect(pg_reference) as conn:
+            conn.execute("UPDATE system_settings SET value = %s WHERE key = 'smtp_host'", (value,))
+
+    chain = [pack("level0.tar")]
+    live.write(keys[0].rsplit("/", 1)[0] + "/new.pdf", [b"%PDF new on night 1"])
+    live.write(keys[1], [b"%PDF changed on night 1"])
+    live.delete(keys[2])
+    setting("night-1")
+    chain.append(pack("level1.tar.gz", "-z"))
+    live.write(keys[2], [b"%PDF brought back on night 2"])
+    live.delete(keys[3])
+    chain.append(pack("level2.tar.zst", "--zstd"))
+    live.write(keys[4], [b"%PDF changed on night 3"])
+    setting("night-3")
+    chain.append(pack("level3.tar"))
+
+    target_bucket = s3_server.create_bucket(f"chain-{os.urandom(6).hex()}")
+    try:
+        target = bucket_storage(s3_server, target_bucket)
+        result = aviary("unpack", "--db", pg_url, *s3_args(s3_server, target_bucket), "--create-schema", *chain,
+                        env=env)
+        assert result.returncode == 0, result.stderr
+        assert dump_tables(pg_url) == dump_tables(pg_reference)
+        assert objects(target) == {k: v for k, v in objects(live).items() if k.startswith("users/")}
+        assert b"".join(target.read(keys[2])) == b"%PDF brought back on night 2"
+        dumped = subprocess.run(["xxhsum", "-H2", "-"], input=b"".join(target.read(keys[4])), capture_output=True)
+        assert dumped.stdout.split()[0].decode() == objects(live)[keys[4]]  # the xxhsum tool agrees
+    finally:
+        s3_server.client().delete_bucket(Bucket=target_bucket)
+
+
+def test_a_document_an_earlier_archive_gives_is_held_to_the_last_manifest(live, tmp_path):
+    """A level 0 re-packed with one document's bytes changed (its checksums made to match: verify
+    passes it) does not hold the state the last manifest records: refused, nothing written."""
+    import xxhash
+
+    level_0 = pack_g(live, "level0.tar")
+    (live["data"] / live["keys"][0]).write_bytes(b"%PDF changed")
+    level_1 = pack_g(live, "level1.tar")
+    kept = next(e["key"] for e in manifest_of(level_1) if not e["carried"])
+    user, path = layout.document_of_key(kept)
+    contents = members(level_0)
+    name = next(n for n in contents if n.startswith("filesystem/") and n.endswith(f"{user}/{path}"))
+    body = bytearray(contents[name])
+    body[0] ^= 0x01
+    contents[name] = bytes(body)
+    contents["checksums.xxh128"] = b"".join(
+        (xxhash.xxh3_128_hexdigest(contents[n]).encode() + b"  " + n.encode() + b"\n")
+        if line.endswith(b"  " + n.encode()) else line + b"\n"
+        for line in contents["checksums.xxh128"].splitlines() for n in [line.split(b"  ", 1)[1].decode()])
+    forged = tmp_path / "forged0.tar"
+    with tarfile.open(level_0) as source, tarfile.open(forged, "w", format=tarfile.PAX_FORMAT) as out:
+        for member in source:
+            data = contents[member.name]
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    assert aviary("verify", forged).returncode == 0
+    target = tmp_path / "t"
+    error = one_line_error(aviary("unpack", "--db", target / "aviary.db", "--storage", target, "--create-schema",
+                                  forged, level_1))
+    assert f"{forged}: {kept}: " in error and "are not the states of one chain" in error
+    assert not target.exists()
+
+
+def test_a_pipe_in_a_chain_is_read_as_it_comes_and_one_only(live, tmp_path):
+    """bash's `<(cat x.tar)` is a pipe: read once, first (as `-` is), never ahead."""
+    import subprocess
+
+    from helpers import AVIARY
+
+    chain = chain_of_four(live)
+    target = tmp_path / "t"
+    unpack = " ".join(map(repr, [*AVIARY, "unpack", "--db", str(target / "aviary.db"), "--storage", str(target),
+                                 "--create-schema"]))
+
+    def run(arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(f"{unpack} {arguments}", shell=True, executable="/bin/bash", capture_output=True)
+
+    piped = run(f"{chain[0]} <(cat {chain[1]}) {chain[2]} {chain[3]}")
+    assert piped.returncode == 0, piped.stderr
+    restored_equals_live(live, str(target / "aviary.db"), target)
+    twice = run(f"<(cat {chain[0]}) {chain[1]} <(cat {chain[2]}) {chain[3]} 2>&1 < /dev/null")
+    assert twice.returncode == 1 and b"at most one archive of a chain can be read as a stream" in twice.stdout

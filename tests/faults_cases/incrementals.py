@@ -7,7 +7,9 @@ snapshot FILE as it was (the same bytes, the same inode) and no FILE.partial-*. 
 FILE, or one of another storage or another --user selection, is refused with one line naming
 it (and the line), and no archive is written.  A chain applied out of order is refused before
 anything is written, naming the document and the parent; in order, it gives the live
-installation.  A document changed while pack -g runs either fails the pack (FILE as it was)
+installation.  `unpack L0 L1 L2` (one restore) with L1 cut in its middle, or after another
+installation's level 0 (a file, or `-`), is refused with one line naming the archive, and the
+target is as it was.  A document changed while pack -g runs either fails the pack (FILE as it was)
 or goes in consistently: never an archive verify rejects, never a FILE ahead of its archive.
 On S3, a level 1 restore whose server dies mid-way names its staged prefix, and the target is
 the level 0 again once it is deleted."""
@@ -959,6 +961,71 @@ def incremental_cases(env: Env, fx: Fixtures) -> list[Case]:
          chain_cut_in_the_middle)
     case("verify a chain after another installation's level 0", "exit 1, one line naming L1 and the base it"
          " expected", chain_of_another_installation)
+
+    def unpack_chain_refused(name: str, given, where: str) -> str:
+        """unpack L0 L1 L2 (as `given`) into a target holding L0: one line saying where; the target
+        (its dumps and every object) as before, nothing staged left."""
+        target = restored_level_0(env, archive(chain_of("same size"), 0), env.fresh(name))
+        before = target.state()
+        result = env.run("unpack", *target.args, *given)
+        checks = Checks()
+        line = checks(expect_error, result, where)
+        checks(expect_same, before, target.state(), after_error=line or "")
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done((line or "").replace(str(env.root) + "/", "")[:110])
+
+    def unpack_chain_cut_in_the_middle(gzip: bool):
+        chain = chain_of("same size")
+        cut = env.fresh(f"inc-unpack-cut-{gzip}") / ("level1.tar.gz" if gzip else "level1.tar")
+        whole = archive(chain, 1).read_bytes()
+        whole = zlib.compress(whole, wbits=31) if gzip else whole  # (wbits 31: a gzip stream)
+        cut.write_bytes(whole[: len(whole) // 2])
+        return unpack_chain_refused(f"inc-unpack-cut-target-{gzip}", (archive(chain, 0), cut, archive(chain, 2)),
+                                    re.escape(str(cut)))
+
+    def unpack_chain_of_another_installation():
+        chain = chain_of("same size")
+        other = new_site(env, "inc-unpack-other", seed=47)
+        expect_ok(pack_g(env, other, "level0.tar"))
+        return unpack_chain_refused("inc-unpack-other-target", (other.backups / "level0.tar", archive(chain, 1),
+                                    archive(chain, 2)), re.escape(str(archive(chain, 1))) + r" \(archive .*, level 1\):"
+                                    r" of the chain whose level 0 is .*an archive of another chain or installation")
+
+    def unpack_chain_from_stdin_of_another_installation():
+        """The other installation's level 0 as `-`: its link is refused as its metadata.json comes."""
+        chain = chain_of("same size")
+        other = new_site(env, "inc-unpack-other-stdin", seed=53)
+        expect_ok(pack_g(env, other, "level0.tar"))
+        target = restored_level_0(env, archive(chain, 0), env.fresh("inc-unpack-other-stdin-target"))
+        before = target.state()
+        result = env.run("unpack", *target.args, "-", archive(chain, 1), archive(chain, 2),
+                         stdin=(other.backups / "level0.tar").read_bytes())
+        checks = Checks()
+        line = checks(expect_error, result, re.escape(str(archive(chain, 1))) + r" .*another chain or installation")
+        checks(expect_same, before, target.state(), after_error=line or "")
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done((line or "")[:110])
+
+    def unpack_chain_in_one_step():
+        chain = chain_of("same size")
+        into = env.fresh("inc-one-step")
+        target = Target(str(into / "aviary.db"), str(into / "data"), env)
+        checks = Checks()
+        checks(expect_ok, env.run("unpack", "--create-schema", *target.args, *(archive(chain, n) for n in range(3))))
+        checks(expect_same, chain["live"], target.state(), "target after L0 L1 L2 in one step (against the live)")
+        checks(expect_no_leftovers, target.leftovers())
+        return checks.done("exit 0; = live installation (dumps, object hashes)")
+
+    case("unpack L0 L1 L2 in one step", "exit 0; = live installation (dumps, object hashes)", unpack_chain_in_one_step)
+    unpack_refused = "exit 1, one line naming {}; target (dumps, objects) as before, nothing staged left"
+    case("unpack L0 L1 L2 with L1 cut in its middle (plain)", unpack_refused.format("the cut archive"),
+         lambda: unpack_chain_cut_in_the_middle(False), quick=True)
+    case("unpack L0 L1 L2 with L1 cut in its middle (gzip)", unpack_refused.format("the cut archive"),
+         lambda: unpack_chain_cut_in_the_middle(True))
+    case("unpack a chain after another installation's level 0", unpack_refused.format("L1 and the base it expected"),
+         unpack_chain_of_another_installation)
+    case("unpack - L1 L2, - another installation's level 0", unpack_refused.format("L1 and the base it expected"),
+         unpack_chain_from_stdin_of_another_installation)
 
     # 5. a document changed between the listing and the read
 

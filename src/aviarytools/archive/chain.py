@@ -12,6 +12,7 @@ chain, before it writes anything.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..errors import ArchiveError, AviaryError
@@ -52,13 +53,31 @@ def link_of(metadata: dict, source: str) -> Link:
 def read_link(path: str) -> Link | None:
     """The Link of the archive file at `path`, reading only its metadata.json (None if that
     cannot be read: the full check of the archive says why)."""
+    try:
+        return file_link(path)[0]
+    except ArchiveError:
+        return None
+
+
+def is_file(name: str) -> bool:
+    """Whether the archive named so is a regular file, whose metadata.json can be read ahead (not
+    `-`, nor a pipe such as bash's `<(ssh host cat x.tar)`, which can be read once only)."""
+    return name != "-" and os.path.isfile(name)
+
+
+def file_link(path: str) -> tuple[Link, dict]:
+    """The Link of the archive file at `path` and its metadata.json, reading only that;
+    ArchiveError or ChainError saying why not."""
     from .inspect import info
 
     try:
         with open(path, "rb") as file:
-            return link_of(info(file, path), path)
-    except (OSError, ArchiveError):
-        return None
+            metadata = info(file, path)
+    except OSError as e:
+        raise ArchiveError(f"{path}: {e.strerror or e}") from None
+    except ArchiveError as e:
+        raise ArchiveError(str(e) if str(e).startswith(path) else f"{path}: {e}") from None
+    return link_of(metadata, path), metadata
 
 
 class Chain:

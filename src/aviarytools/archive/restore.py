@@ -13,6 +13,11 @@ users.json after the tables that reference it):
 A failure before the commit rolls the database back and deletes the staged
 objects: the old database and every old object are as they were.  One after
 it says so and how to finish (transaction.py).
+
+A chain (unpack BASE INC1 INC2 ...) is one restore of several passes, one per
+archive, in one transaction and one staging: restore_chain.py says in which
+order they are read and which documents each gives; a single archive is a
+chain of one.
 """
 
 import functools
@@ -22,14 +27,15 @@ from typing import BinaryIO, Callable, Iterator
 
 import xxhash
 
-from .. import declared, schema
+from .. import declared, run_report, schema
 from .. import rows as rows_module
 from ..db import Database
-from ..errors import InputError
+from ..errors import ArchiveError, InputError
 from ..spill import HashSet, SpillList
 from ..storage import Listing, ObjectInfo, Staged, Storage
 from . import layout
 from .inspect import archived_tables
+from .restore_chain import ChainReading
 from .transaction import Transaction
 from .walk import Consumer, Item, Walk, raise_problems
 
@@ -96,18 +102,22 @@ class Restore(Consumer):
         self.incremental: dict | None = None  # pack -g: level, archive, parent, base
         self.adopted = Adoption()
         self.progress = None  # told of each phase (progress.Progress)
+        self.reading: ChainReading | None = None  # the archives, and which is read now
+        self.ready = False  # begin() made the restore ready (with the first archive read)
 
     # -- the pass over the archive -------------------------------------------
 
-    def run(self, stream: BinaryIO, source: str, progress=None) -> RestoreSummary:
+    def run(self, archives: list[tuple[BinaryIO, str]], progress=None) -> RestoreSummary:
+        """Restore the archives, a chain in order (restore_chain.py) or one archive, as one."""
         self.progress = progress
+        self.reading = ChainReading(archives)
+        self.reading.check_files()
         documents = self.transaction
         if documents is not None and self.options.include_files:
             documents.finish_earlier(self.options.dry_run)
         try:
             with self.db.transaction(commit=not self.options.dry_run) if self.use_db else nullcontext():
-                self._phase("reading", figures=True)
-                raise_problems(Walk(stream, source, self, progress))
+                self._read_all(progress)
                 self._phase("listing")
                 stale = self._stale_documents()  # listed while the last uploads still go up
                 if documents is not None:
@@ -142,9 +152,32 @@ class Restore(Consumer):
         self._report_unknown_columns()
         return self.summary
 
+    def _read_all(self, progress) -> None:
+        """Each archive walked through (checked member by member), in the chain's reading order."""
+        reading = self.reading
+        for read, archive in enumerate(reading.order(), 1):
+            reading.current = archive
+            self._phase(reading.label(read), figures=True)
+            try:
+                raise_problems(Walk(archive.stream, archive.name, self, progress))
+            except ArchiveError as error:  # in a chain, the line names the archive too
+                if not reading.is_chain or str(error).startswith(f"{archive.name}: "):
+                    raise
+                raise ArchiveError(f"{archive.name}: {error}") from None
+            reading.after_this()
+        reading.complete()
+        if reading.is_chain:
+            run_report.note_archive(reading.last.metadata)  # the chain's last, whichever was read last
+
     def begin(self, metadata: dict) -> None:
         """What the archive is (metadata.json, or Aviary's own when that comes last) decides
-        how its members are restored: made ready before the first of them."""
+        how its members are restored: made ready before the first of them.  In a chain, the
+        last archive's metadata decides, and each archive's link is checked as it comes."""
+        self.reading.arrived(metadata)
+        if self.ready:
+            return
+        self.ready = True
+        metadata = self.reading.setup_metadata()
         single_user = layout.is_single_user(metadata)
         if single_user and not self.options.adopt:
             raise InputError(f"{layout.METADATA}: a single-user archive (pack --single-user): restore it with"
@@ -163,6 +196,19 @@ class Restore(Consumer):
             self.user_ids = layout.canonical_ids(self.options.user_ids)
         self._follow_metadata(metadata)
         self.incremental = layout.ours(metadata).get("incremental")
+        self._manifests_ahead()
+
+    def _manifests_ahead(self) -> None:
+        """A `-` read ahead of archives that follow it: their manifests (read alone) say which
+        documents exist and which of them a later archive carries."""
+        reading = self.reading
+        for archive in reading.ahead():
+            entries = reading.passing_over(reading.manifest(archive))
+            if archive is reading.last:
+                self._final_manifest(entries)
+            else:
+                for _ in entries:
+                    pass
 
     def _adopting(self) -> None:
         if not self.use_db:
@@ -187,23 +233,31 @@ class Restore(Consumer):
             self.adopted.overlap = (staged, key, item.member.size)
 
     def done(self, item: Item) -> None:
+        self.reading.done(item.content.hasher.hexdigest())
         overlap, self.adopted.overlap = self.adopted.overlap, None
         if overlap is not None:  # its content read whole now (a dry run stages nothing)
             self.adopted.overlapping.append((*overlap, item.content.hasher.hexdigest()))
 
     def on_manifest(self, item: Item, entries) -> None:
-        """An incremental: the target's documents are to be the manifest's.  Those it does
-        not carry must be there already, as the manifest records them: checked now,
-        before anything is written."""
+        """An incremental: the target's documents are to be the manifest's (the last archive's,
+        of a chain).  Those it does not carry come from the archives before it in the chain;
+        restored alone, they must be in the target already, as the manifest records them:
+        checked now, before anything is written."""
+        reading = self.reading
+        if self.storage is None or not self.options.include_files or not reading.reading_last \
+                or reading.final_known:
+            return
+        self._final_manifest(entries)
+        if not reading.is_chain:
+            self._check_base(reading.relied or SpillList())
+
+    def _final_manifest(self, entries) -> None:
         if self.storage is None or not self.options.include_files:
             return
-        relied = SpillList()
         for entry in entries:
             if self._wanted_user(layout.document_of_key(entry.key)[0]):
                 self.restored_keys.add(entry.key)  # kept by a replace
-                if not entry.carried:
-                    relied.append((entry.key, entry.size, entry.xxh128))
-        self._check_base(relied)
+                self.reading.final(entry)
 
     def _check_base(self, relied: SpillList) -> None:
         link = self.incremental
@@ -240,9 +294,7 @@ class Restore(Consumer):
         return (info for prefix in prefixes for info in self.storage.list(prefix))
 
     def on_carried_document(self, item: Item) -> None:
-        entry = item.entry
-        if self.storage is not None and self.options.include_files and self._wanted_user(entry.user_id):
-            self._stage(layout.storage_key(entry.user_id, entry.path), item)
+        self.on_document(item)
 
     def on_pairing(self, item: Item) -> None:
         self.adopted.pairing = b"".join(item.content.chunks()).decode("utf-8", "replace")
@@ -292,7 +344,7 @@ class Restore(Consumer):
 
     def on_table(self, item: Item, rows) -> None:
         table = item.entry.table
-        if not self._wanted_table(table):
+        if not self.reading.reading_last or not self._wanted_table(table):  # a chain's tables: the last's
             return
         stage, result = rows_module.stage_rows(self.db, table, rows, user_ids=self.user_ids, warn=self.warn,
                                                on_unknown=functools.partial(self._unknown_column, table))
@@ -326,7 +378,10 @@ class Restore(Consumer):
         entry = item.entry
         if self.storage is None or not self.options.include_files or not self._wanted_user(entry.user_id):
             return
-        self._stage(layout.storage_key(entry.user_id, entry.path), item)
+        key = layout.storage_key(entry.user_id, entry.path)
+        if self.reading.gives(key, self.restored_keys):
+            self._stage(key, item)
+            self.reading.took(key, item.member.size)
 
     def _stage(self, key: str, item: Item) -> Staged | None:
         """Write the document aside (transaction.py); it becomes `key` after the commit."""
@@ -339,7 +394,7 @@ class Restore(Consumer):
 
     def on_config(self, item: Item) -> None:
         entry = item.entry
-        if entry.path == "rmapi.conf" and self._wanted_user(entry.user_id):
+        if entry.path == "rmapi.conf" and self._wanted_user(entry.user_id) and self.reading.reading_last:
             text = b"".join(item.content.chunks()).decode("utf-8", "replace")
             self.configs.append((entry.user_id, text, item.name))
 
@@ -457,7 +512,14 @@ class Restore(Consumer):
 
 def restore(stream: BinaryIO, source: str, db: Database | None, storage: Storage | None,
             options: RestoreOptions, warn: Callable[[str], None], progress=None) -> RestoreSummary:
-    return Restore(db, storage, options, warn).run(stream, source, progress)
+    """Restore one archive: a chain of one."""
+    return restore_chain([(stream, source)], db, storage, options, warn, progress)
+
+
+def restore_chain(archives: list[tuple[BinaryIO, str]], db: Database | None, storage: Storage | None,
+                  options: RestoreOptions, warn: Callable[[str], None], progress=None) -> RestoreSummary:
+    """Restore a chain (a level 0 and the incrementals after it, in order) as one restore."""
+    return Restore(db, storage, options, warn).run(archives, progress)
 
 
 @dataclass

@@ -368,6 +368,21 @@ def archive_argument(command):
     return click.argument("archive", type=InputFile("an archive"), default="-", required=False)(command)
 
 
+def archives_argument(command):
+    """ARCHIVE...: one archive (default: stdin) or a chain; `{archive}` in the docstring says what
+    an archive may be, as archive_argument does."""
+    command.__doc__ = command.__doc__.replace("{archive}", f"default: stdin; {ARCHIVE_FORMS}")
+    return click.argument("archives", metavar="[ARCHIVE]...", nargs=-1, type=InputFile("an archive"))(command)
+
+
+def given_archives(archives) -> tuple:
+    """The ARCHIVEs given (stdin if none); a UsageError if more than one is -."""
+    archives = archives or (InputFile("an archive").convert("-", None, None),)
+    if sum(input_name(a) == "-" for a in archives) > 1:
+        raise click.UsageError("at most one ARCHIVE can be - (stdin)")
+    return archives
+
+
 PIPE_SIZE = 1 << 20
 
 

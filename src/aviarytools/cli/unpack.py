@@ -5,14 +5,15 @@ import os
 import click
 
 from .. import errors, run_report
+from ..archive.chain import is_file
 from ..archive.extract import extract
 from ..progress import CountingReader, Progress, human_size
-from .common import archive_argument, closing, db_option, info, input_name, open_db, \
+from .common import archives_argument, closing, db_option, given_archives, info, input_name, open_db, \
     open_storage, progress_option, report_option, storage_options, table_names, table_options, user_option, warn
 
 
 @click.command("unpack")
-@archive_argument
+@archives_argument
 @click.option("-C", "--directory", metavar="DIR", help="Extract the members into DIR instead of restoring.")
 @click.option("--by-username", is_flag=True,
               help="With -C: each document at DIR/by-username/<username>/<path>, not under its user's id.")
@@ -44,10 +45,19 @@ from .common import archive_argument, closing, db_option, info, input_name, open
               "place, from its journal in --storage (no ARCHIVE, no --db).")
 @progress_option
 @report_option
-def command(archive, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
+def command(archives, directory, by_username, db_url, users, mode, tables, exclude_tables, no_db, no_files, create_schema,
             dry_run, no_sync, accept_column_loss, accept_redacted, accept_document_loss, adopt, finish, progress,
             **storage):
     """Restore ARCHIVE ({archive}) into a database and storage.
+
+    Several ARCHIVEs are a chain (pack -g), restored as one: a level 0 and
+    the incrementals after it, in order (differentials: the level 0 and the
+    latest level 1).  Its links are checked first (each archive's parent the
+    one before it, one level 0, one selection): a broken chain is refused
+    before anything is written.  The tables come from the last archive, and
+    the documents its manifest lists, each written once, from the last
+    archive that carries it; every archive is checked member by member
+    before the commit.
 
     A restore has three phases.  It stages: the database's rows go into one
     transaction and the documents are written aside; any bad row, corrupt
@@ -64,19 +74,22 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
       aviary unpack --user alice --dry-run < aviary.tar
       aviary unpack -C /tmp/look < aviary.tar
       aviary unpack --finish --storage s3://bucket
+      aviary unpack --db aviary.db --storage /data level0.tar.gz level1.tar.gz level2.tar.zst
     """
     if finish:
-        _finish(archive, {
+        _finish(archives, {
             "-C": directory, "--by-username": by_username, "--db": db_url, "--user": users, "--tables": tables,
             "--exclude-tables": exclude_tables, "--no-db": no_db, "--no-files": no_files,
             "--create-schema": create_schema, "--dry-run": dry_run, "--no-sync": no_sync,
             "--accept-column-loss": accept_column_loss, "--accept-redacted": accept_redacted,
             "--accept-document-loss": accept_document_loss, "--adopt": adopt, "--mode": mode != "replace"}, storage)
         return
+    archives = given_archives(archives)
+    if len(archives) > 1:
+        _refuse_chain_options({"-C": directory, "--finish": finish, "--adopt": adopt})
     meter = Progress("unpack", progress)
     run_report.count_bytes(meter)
-    stream = CountingReader(archive, meter)
-    source = input_name(archive)
+    chain = _read_through(archives, meter)
     if directory:
         _refuse_restore_options({
             "--db": db_url, "--storage": storage["storage_url"], "--user": users, "--tables": tables,
@@ -84,14 +97,14 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
             "--create-schema": create_schema, "--dry-run": dry_run, "--no-sync": no_sync,
             "--accept-column-loss": accept_column_loss, "--accept-redacted": accept_redacted,
             "--accept-document-loss": accept_document_loss, "--adopt": adopt, "--mode": mode != "replace"})
-        summary = extract(stream, source, directory, by_username, warn, meter)
+        summary = extract(*chain[0], directory, by_username, warn, meter)
         meter.done()
         run_report.note(documents=summary.files, bytes_written=summary.bytes)
         info(f"{summary.files} files, {human_size(summary.bytes)} extracted into {directory}")
         return
     if by_username:
         raise click.UsageError("--by-username applies with -C DIR only")
-    from ..archive.restore import RestoreOptions, restore  # here: -C DIR does without the database layer
+    from ..archive.restore import RestoreOptions, restore_chain  # here: -C DIR does without the database layer
 
     if adopt:
         given = [name for name, value in (("--user", users), ("--tables", tables), ("--exclude-tables", exclude_tables),
@@ -107,7 +120,7 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
     db, new_file = (None, None) if no_db else _open_target(db_url, create_schema, dry_run)
     try:
         with closing(db) if db else _nothing():
-            summary = restore(stream, source, db, storage, options, warn, meter)
+            summary = restore_chain(chain, db, storage, options, warn, meter)
     except BaseException:
         _remove_new(new_file)  # a failed restore leaves no new database behind
         raise
@@ -125,12 +138,27 @@ def command(archive, directory, by_username, db_url, users, mode, tables, exclud
            f"{summary.stale_documents} stale" + (" (dry run: nothing written)" if dry_run else ""))
 
 
-def _finish(archive, given: dict, storage_settings: dict) -> None:
+def _read_through(archives, meter) -> list[tuple]:
+    """(stream, name) of each archive, read through `meter`: its total, every file's size."""
+    chain = [(CountingReader(archive, meter), input_name(archive)) for archive in archives]
+    if len(archives) > 1:
+        sizes = [os.path.getsize(name) if is_file(name) else None for _, name in chain]
+        meter.total = None if None in sizes else sum(sizes)  # (a `-`: its metadata's documents' bytes)
+    return chain
+
+
+def _refuse_chain_options(given: dict) -> None:
+    named = [option for option, value in given.items() if value]
+    if named:
+        raise click.UsageError(f"{', '.join(named)} take(s) one ARCHIVE, not a chain")
+
+
+def _finish(archives, given: dict, storage_settings: dict) -> None:
     """unpack --finish: the restores left unfinished in the storage, finished from their journals."""
     named = [option for option, value in given.items() if value]
     if named:
         raise click.UsageError(f"--finish works from the journal in --storage alone: not with {', '.join(named)}")
-    if input_name(archive) != "-":
+    if any(input_name(archive) != "-" for archive in archives):
         raise click.UsageError("--finish works from the journal in --storage alone: no ARCHIVE")
     from ..archive.transaction import finish_journals
 

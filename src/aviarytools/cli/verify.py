@@ -4,13 +4,13 @@ import click
 
 from .. import errors, run_report
 from ..archive import admin_page
-from ..archive.chain import Chain, check, link_of, read_link
+from ..archive.chain import Chain, check, is_file, link_of, read_link
 from ..archive.verify import verify
 from ..findings import PROBLEM, failing
 from ..progress import CountingReader, Progress, human_size
 from ..tar.compression import sniff
 from ..timestamps import Duration
-from .common import ARCHIVE_FORMS, InputFile, input_name, progress_option, report_findings, report_option
+from .common import archives_argument, given_archives, input_name, progress_option, report_findings, report_option
 
 
 def parse_duration(value: str | None) -> Duration | None:
@@ -22,15 +22,8 @@ def parse_duration(value: str | None) -> Duration | None:
         raise click.BadParameter(str(e)) from None
 
 
-def _archives_argument(command):
-    """ARCHIVE...: one archive (default: stdin) or a chain; `{archive}` in the docstring says what
-    an archive may be, as common.archive_argument does."""
-    command.__doc__ = command.__doc__.replace("{archive}", f"default: stdin; {ARCHIVE_FORMS}")
-    return click.argument("archives", metavar="[ARCHIVE]...", nargs=-1, type=InputFile("an archive"))(command)
-
-
 @click.command("verify")
-@_archives_argument
+@archives_argument
 @click.option("--json", "as_json", is_flag=True, help="Findings as NDJSON on stdout.")
 @click.option("--max-age", metavar="DURATION",
               help="Also fail when the archive was exported longer ago than this (e.g. 26h, 7d).")
@@ -59,9 +52,7 @@ def command(archives, as_json, max_age, snapshot, progress):
       aviary verify level0.tar.gz level1.tar.gz level2.tar.gz
     """
     limit = parse_duration(max_age)
-    archives = archives or (InputFile("an archive").convert("-", None, None),)
-    if sum(input_name(a) == "-" for a in archives) > 1:
-        raise click.UsageError("at most one ARCHIVE can be - (stdin)")
+    archives = given_archives(archives)
     chain = _links_first(archives) if len(archives) > 1 else None
     meter = Progress("verify", progress)
     run_report.count_bytes(meter)
@@ -99,7 +90,7 @@ def _links_first(archives) -> Chain:
     """Where every ARCHIVE is a file, its link is read first (metadata.json only): a broken chain
     is refused before gigabytes are read.  Every link is checked again as each is verified."""
     names = [input_name(a) for a in archives]
-    if "-" not in names:
+    if all(map(is_file, names)):
         links = [read_link(name) for name in names]
         if None not in links:
             check(links)
