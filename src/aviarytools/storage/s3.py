@@ -122,7 +122,8 @@ def make_client(*, endpoint: str | None, region: str, path_style: bool,
 
 class S3Storage(Storage):
     capabilities = Capabilities(server_side_copy=True, md5_etags=True, immutable_objects=True,
-                                batch_delete=DELETE_BATCH, connections=DEFAULT_CONCURRENCY)
+                                batch_delete=DELETE_BATCH, connections=DEFAULT_CONCURRENCY,
+                                sweeps=True)  # delete_prefix: a listing and a DeleteObjects per 1,000 keys
 
     def __init__(self, client, bucket: str, prefix: str = "", concurrency: int = DEFAULT_CONCURRENCY):
         self.client = client
