@@ -228,6 +228,7 @@ class ManifestEntries:
 class Tally:
     """What the content holds, to hold metadata and references against at the end."""
 
+    members: int = 0  # tar members read, of every kind
     table_rows: dict[str, int] = field(default_factory=dict)
     documents: int = 0
     document_bytes: int = 0
@@ -308,6 +309,7 @@ class Walk:
     # -- members -------------------------------------------------------------------
 
     def _first(self, member: Member) -> Iterator[Finding]:
+        self.tally.members += 1
         self._names.add(member.name)
         content = HashedContent(member)
         try:
@@ -354,6 +356,7 @@ class Walk:
             yield problem("metadata", str(e).removeprefix(f"{layout.METADATA}: "), layout.METADATA)
 
     def _member(self, member: Member) -> Iterator[Finding]:
+        self.tally.members += 1
         unsafe = member_name_problem(member)
         if unsafe:
             yield problem("unsafe-member", unsafe, member.name)
