@@ -464,6 +464,7 @@ def report_findings(findings, as_json: bool) -> dict[str, int]:
             if as_json:
                 json_line(finding.as_dict())
             else:
+                progress.end_line()  # below the progress line, which carries on under it
                 click.echo(f"{command_name()}: {finding.line()}", err=True)
     run_report.note_findings(counts)
     return counts
