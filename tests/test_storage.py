@@ -212,14 +212,22 @@ def test_a_staging_prefix_is_swept_whole(storage):
     assert storage.sweep_leftovers() == []
 
     stage()
-    aside = storage.sweep(".aviary-restore-0a/", seconds=0)  # out of time at once
-    assert keys(storage) == ["users/u1/pdfs/kept.pdf"]
-    assert storage.sweep_leftovers() == ([] if aside is None else [aside])
-    assert storage.sweep_leftovers() == []
+    aside = storage.sweep(".aviary-restore-0a/", seconds=0)  # out of time at once: all is left
+    assert aside is not None
     if isinstance(storage, FilesystemStorage):
-        assert aside is not None and os.listdir(storage.root) == ["users"]
+        assert keys(storage) == ["users/u1/pdfs/kept.pdf"]  # set aside: no listing shows it
+    else:  # the objects stay where they were, an object names their prefix
+        assert aside == ".aviary-restore-0a/" and len(keys(storage, aside)) == 60
+    assert storage.sweep_leftovers() == [aside]
+    assert storage.sweep_leftovers() == []
+    assert keys(storage) == ["users/u1/pdfs/kept.pdf"]
+    if isinstance(storage, FilesystemStorage):
+        assert os.listdir(storage.root) == ["users"]
     else:
         assert storage.client.list_objects_v2(Bucket=storage.bucket).get("KeyCount") == 1  # no folder marker
+
+    storage.write(".aviary-tmp-swept-0b", [b"users/"])  # a marker naming what is not a staging prefix
+    assert storage.sweep_leftovers() == [] and keys(storage) == ["users/u1/pdfs/kept.pdf"]
 
 
 # --- a folder ------------------------------------------------------------------------------

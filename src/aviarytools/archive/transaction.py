@@ -41,8 +41,9 @@ _JOURNAL_KEY = re.compile(re.escape(STAGING) + r"[0-9a-f]+/" + re.escape(JOURNAL
 # in use.
 STOP_AT = "AVIARY_TEST_STOP_AT"
 # A restore a signal stops gives up its staged documents within this many seconds, where the
-# storage sweeps (a folder: renamed aside, then removed): what is left then stays set aside,
-# said so, and the next restore (or unpack --finish) removes it.
+# storage sweeps (a folder: renamed aside, then removed; S3: deleted until then, and an object
+# names the prefix): what is left then stays set aside, said so, and the next restore (or
+# unpack --finish) removes it.
 SWEEP_SECONDS = 0.5
 
 
@@ -164,8 +165,8 @@ class Transaction:
         finally:
             self.staged.clear()
         if aside is not None:
-            self.warn(f"{self.storage.url}/{aside}: the staged documents not removed yet, set aside (no listing"
-                      f" shows them): the next restore here removes them, or {finish_command(self.storage)}")
+            self.warn(f"{self.storage.url}/{aside}: the staged documents not removed yet, set aside: the next"
+                      f" restore here removes them, or {finish_command(self.storage)}")
         return error
 
     def _unstage(self) -> str | None:

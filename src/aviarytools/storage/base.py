@@ -15,6 +15,9 @@ from ..spill import SpillList
 from .transfers import Transfers
 
 CHUNK_SIZE = 1 << 20
+# What a sweep out of time leaves, at the root: a folder's staging folder renamed aside, or (S3)
+# an object naming the staging prefix still to delete.  sweep_leftovers() removes them.
+SWEPT = ".aviary-tmp-swept-"
 
 
 def ignore_count(count: int) -> None:

@@ -21,12 +21,12 @@ import xxhash
 
 from .. import ownership
 from ..errors import ConfigError, StorageError, UnreadableObject
-from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Staged, Storage, hashing
+from .base import CHUNK_SIZE, SWEPT, Capabilities, Irregular, ObjectInfo, Staged, Storage, hashing
 
 TEMP_PREFIX = ".aviary-tmp-"
-# A swept staging folder is renamed aside to this + 12 hex digits, at the root, then removed;
-# its TEMP_PREFIX keeps it out of every listing until the next restore removes what is left.
-SET_ASIDE = TEMP_PREFIX + "swept-"
+# A swept staging folder is renamed aside to SWEPT + 12 hex digits, at the root, then removed;
+# SWEPT begins with TEMP_PREFIX: no listing shows it until the next restore removes what is left.
+SET_ASIDE = SWEPT
 # read_ahead reads into two buffers of this size, reused from file to file; from
 # AHEAD_SIZE on, a document's first buffer-full is read ahead.
 READ_SIZE = 1 << 20
@@ -336,7 +336,8 @@ class FilesystemStorage(Storage):
         if not self.root.is_dir():
             return []
         with self._translated(None):
-            names = sorted(name for name in os.listdir(self._root) if name.startswith(SET_ASIDE))
+            names = sorted(entry.name for entry in os.scandir(self._root)
+                           if entry.name.startswith(SET_ASIDE) and entry.is_dir(follow_symlinks=False))
             for name in names:
                 remove_tree(self._path(name), None)
         return [name + "/" for name in names]
