@@ -32,6 +32,7 @@ from .transfers import Transfers
 PART_SIZE = 8 << 20  # bodies below this go in one put_object; larger ones go, and are read, in parts
 MAX_PARTS = 10_000  # S3's limit
 COPY_PART_SIZE = 512 << 20  # parts of a server-side copy too large for one request (over 5 GiB)
+SWEEP_BATCH = 100  # keys a DeleteObjects request of a sweep in a hurry (after a signal) removes
 DELETE_BATCH = 1000  # keys one DeleteObjects request takes
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 NO_BUCKET = {"404", "NoSuchBucket", "NotFound"}
@@ -421,8 +422,9 @@ class S3Storage(Storage):
             self.delete(marker)
 
     def sweep(self, prefix: str, seconds: float | None = None) -> str | None:
-        """The prefix listed and deleted 1,000 keys a request; once `seconds` are over, no
-        more requests: an object SWEPT + 12 hex digits naming the prefix says what is left."""
+        """The prefix listed and deleted (SWEEP_BATCH keys a request, side by side); once
+        `seconds` are over, no more requests: an object SWEPT + 12 hex digits naming the
+        prefix says what is left."""
         if seconds is None:
             self.delete_prefix(prefix)
             return None
@@ -439,7 +441,8 @@ class S3Storage(Storage):
                 else:
                     yield key
 
-        self.delete_many(in_time())
+        # Batches of SWEEP_BATCH: those under way when the time is over end soon after it.
+        self.transfers.each(self._delete_batch, _batches(in_time(), SWEEP_BATCH))
         if cut:
             self.write(SWEPT + os.urandom(6).hex(), [prefix.encode()])  # as secrets.token_hex
             return prefix
