@@ -325,11 +325,10 @@ class FilesystemStorage(Storage):
             except FileNotFoundError:
                 return None
             self._remove_empty_folders(os.path.dirname(folder))
-        with self._translated(aside):
-            try:
-                gone = remove_tree(self._path(aside), deadline)
-            except (KeyboardInterrupt, SystemExit):  # a second signal: what is left is said all the same
-                gone = False
+        try:
+            gone = remove_tree(self._path(aside), deadline)
+        except (OSError, KeyboardInterrupt, SystemExit):  # a second signal, a failing disk: what is
+            gone = False  # left is set aside all the same, said, and removed by the next restore
         return None if gone else aside + "/"
 
     def sweep_leftovers(self) -> list[str]:
