@@ -143,24 +143,39 @@ def findings(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_verify_json_prints_one_finding_per_line(packed):
+def test_verify_json_prints_one_finding_per_line_then_its_totals(packed):
+    """The last line is the summary: a finding of check "summary" (severity info, so filters on
+    problems pass it by) with exact integer counts and bytes, held against tarfile's reading."""
     clean = aviary("verify", "--json", packed["archive"])
-    assert (clean.returncode, clean.stdout) == (0, b"")
+    assert clean.returncode == 0
+    [summary] = findings(clean)
+    pdfs = [info for info, _ in packed["members"].values() if info.name.endswith(".pdf")]
+    rows = sum(len(json.loads(body) or []) for info, body in packed["members"].values()
+               if info.name.startswith("database/") and info.name.endswith(".json"))
+    assert summary == {
+        "check": "summary", "severity": "info", "subject": str(packed["archive"]),
+        "detail": f"ok: {len(packed['members'])} members, {len(pdfs)} documents"
+                  f" ({sum(i.size for i in pdfs)} bytes), {rows} rows, {packed['archive'].stat().st_size} bytes read",
+        "problems": 0, "members": len(packed["members"]), "documents": len(pdfs),
+        "document_bytes": sum(info.size for info in pdfs), "rows": rows,
+        "bytes_read": packed["archive"].stat().st_size}
 
     aviarys = aviary("verify", "--json", input=aviary_made_archive()[0])
     assert aviarys.returncode == 0
     # The same keys as doctor's findings: check, severity, subject (here a member), detail.
-    assert findings(aviarys) == [{"check": "checksums", "severity": "info", "subject": None,
-                                  "detail": "no checksums.xxh128 member: content not checked"}]
+    assert findings(aviarys)[:-1] == [{"check": "checksums", "severity": "info", "subject": None,
+                                       "detail": "no checksums.xxh128 member: content not checked"}]
+    assert findings(aviarys)[-1]["subject"] == "-"
 
     data = bytearray(packed["archive"].read_bytes())
-    document = next(info for info, _ in packed["members"].values() if info.name.endswith(".pdf"))
+    document = pdfs[0]
     data[document.offset_data] ^= 0x20
     damaged = aviary("verify", "--json", input=bytes(data))
     assert damaged.returncode == 1
-    [finding] = findings(damaged)
+    [finding, summary] = findings(damaged)
     assert finding["check"] == "checksums" and finding["subject"] == document.name
     assert finding["severity"] == "problem" and "XXH128 mismatch" in finding["detail"]
+    assert summary["problems"] == 1 and summary["detail"].startswith("1 problem(s): ")
 
 
 def test_verify_max_age_fails_an_old_archive(packed):

@@ -131,6 +131,8 @@ def test_from_a_pipe_without_a_total_the_line_shows_bytes_done_and_their_rate():
     meter.add(3 << 20, files=2)
     assert meter.line(meter.start + 0.5) == "unpack: 3.0 MiB, 2 files"
     assert meter.line(meter.start + 2) == "unpack: 3.0 MiB, 2 files, 1.5 MiB/s"
+    waiting = Progress("unpack", enabled=False)  # nothing came through the pipe yet
+    assert waiting.line(waiting.start + 5) == "unpack: 0 B"  # not "0 B, 0 B/s"
 
 
 def test_a_pipe_counting_documents_gives_their_rate_not_a_rate_beside_nothing():
@@ -173,6 +175,16 @@ def test_doctor_deep_shows_what_it_has_read(archive):
     frames, lines = on_a_terminal("doctor", "--db", root / "aviary.db", "--storage", root / "data", "--deep",
                                   "--json")
     assert re.fullmatch(rf"doctor: {SIZE}, \d+ files(, {SIZE}/s)?", lines[0])
+
+
+def test_doctor_says_it_checks_and_its_findings_take_lines_of_their_own(archive):
+    """Nothing measured (no --deep): the line says what it does, never "0 B"; each finding
+    starts a line of its own, not glued to the progress line."""
+    root, _ = archive
+    frames, lines = on_a_terminal("doctor", "--db", root / "aviary.db", "--storage", root / "data")
+    assert frames[0] == "doctor: checking"
+    assert "doctor: checking, done" in lines and not any("0 B" in line for line in lines), lines
+    assert all(line.startswith(("doctor: checking", "aviary doctor: ")) for line in lines), lines
 
 
 def test_no_progress_draws_nothing_even_on_a_terminal(archive):

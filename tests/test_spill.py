@@ -1,8 +1,10 @@
 """The per-member bookkeeping of archive readers: the same answers in memory and spilled to disk."""
 
+import random
+
 import pytest
 
-from aviarytools.spill import SPILL_BLOCK, HashSet, SpillList, compare_digests
+from aviarytools.spill import SPILL_BLOCK, HashSet, SeenDigests, SpillList, compare_digests
 
 IN_MEMORY_AND_SPILLED = pytest.mark.parametrize("limit", [1000, 2], ids=["in memory", "spilled"])
 
@@ -66,3 +68,17 @@ def test_digests_that_all_match_give_nothing(limit):
     for n in reversed(range(10)):
         read.append((f"{n}.pdf", f"d{n}"))
     assert list(compare_digests(listed, read)) == []
+
+
+@IN_MEMORY_AND_SPILLED
+def test_seen_digests_tell_each_one_seen_before_in_memory_or_spilled(limit):
+    """Past `limit` the digests go to a temporary SQLite table a block at a time: the repeats
+    (of an earlier block, or twice in one) come out a block later, none lost, none made up."""
+    digests = [random.Random(n).getrandbits(64) for n in range(3 * SPILL_BLOCK)]
+    again = digests + [digests[3], digests[-1], 7, 7, 2**64 - 1, 0, 2**64 - 1]
+    seen, repeated = SeenDigests(limit), []
+    for position, digest in enumerate(again):
+        repeated += seen.add(digest, position)
+    repeated += seen.end()
+    n = len(digests)
+    assert repeated == [n, n + 1, n + 3, n + 6]

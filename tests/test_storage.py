@@ -195,6 +195,41 @@ def test_what_a_backend_declares_it_can_do_it_does(storage):
     assert list(storage.irregular_entries(lambda key: False)) == []
 
 
+def test_a_staging_prefix_is_swept_whole(storage):
+    """A failed restore gives up its staged documents in one sweep; one out of time leaves what
+    is left set aside, out of every listing, until sweep_leftovers (the next restore)."""
+    assert storage.capabilities.sweeps  # both backends: a folder renamed aside, DeleteObjects by 1,000
+    storage.write("users/u1/pdfs/kept.pdf", [b"kept"])
+
+    def stage():
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: storage.write(f".aviary-restore-0a/users/u{n % 3}/pdfs/{n}.pdf", [b"x"]),
+                          range(60)))
+
+    stage()
+    assert storage.sweep(".aviary-restore-0a/") is None
+    assert keys(storage) == ["users/u1/pdfs/kept.pdf"]
+    assert storage.sweep_leftovers() == []
+
+    stage()
+    aside = storage.sweep(".aviary-restore-0a/", seconds=0)  # out of time at once: all is left
+    assert aside is not None
+    if isinstance(storage, FilesystemStorage):
+        assert keys(storage) == ["users/u1/pdfs/kept.pdf"]  # set aside: no listing shows it
+    else:  # the objects stay where they were, an object names their prefix
+        assert aside == ".aviary-restore-0a/" and len(keys(storage, aside)) == 60
+    assert storage.sweep_leftovers() == [aside]
+    assert storage.sweep_leftovers() == []
+    assert keys(storage) == ["users/u1/pdfs/kept.pdf"]
+    if isinstance(storage, FilesystemStorage):
+        assert os.listdir(storage.root) == ["users"]
+    else:
+        assert storage.client.list_objects_v2(Bucket=storage.bucket).get("KeyCount") == 1  # no folder marker
+
+    storage.write(".aviary-tmp-swept-0b", [b"users/"])  # a marker naming what is not a staging prefix
+    assert storage.sweep_leftovers() == [] and keys(storage) == ["users/u1/pdfs/kept.pdf"]
+
+
 # --- a folder ------------------------------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ is done is the documents' bytes, as the walk reads them).  Without a total, the
 line shows what there is: bytes, files, rate.  Time left only once there is a rate
 to base it on (RATE_AFTER).  Between the reading and the end a command says what it
 does (`phase`: "listing", "applying users (120,000 rows)", "committing", "moving
-documents"), drawn at once: a long statement may hold the line for minutes.
+documents"), drawn at once: a long statement may hold the line for minutes.  A command
+that measures nothing (doctor without --deep) shows its phase, and ends with "<phase>, done".
 """
 
 import sys
@@ -90,6 +91,8 @@ class Progress:
     def line(self, now: float | None = None, final: bool = False) -> str:
         """What the progress line says."""
         now = time.monotonic() if now is None else now
+        if final and self.doing and not (self.total or self.bytes or self.files):
+            return f"{self.label}: {self.doing}, done"  # nothing was measured: no "0 B"
         head = f"{self.label}: " + (f"{self.doing}" if self.doing and not final else "")
         if self.doing and not self.figures and not final:
             return head
@@ -98,7 +101,7 @@ class Progress:
         elapsed = now - self.start
         files = f", {self.files} files" if self.files else ""
         if self.total is None:  # (from a pipe, no total known): what is done, and its rate
-            rate = f", {human_size(self.bytes / elapsed)}/s" if elapsed >= RATE_AFTER else ""
+            rate = f", {human_size(self.bytes / elapsed)}/s" if elapsed >= RATE_AFTER and self.bytes else ""
             return f"{head}{human_size(self.bytes)}{files}{rate}"
         done = self.total if final else min(self.completed, self.total)
         # The rate of what the percentage counts (documents' bytes, for an archive from a pipe).

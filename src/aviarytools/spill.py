@@ -10,6 +10,8 @@ dicts that was 1-2 KB per member: 100,000 documents took 110-185 MB.
 - SpillList keeps its first SPILL_AFTER items in memory and writes the rest
   to an anonymous temporary file, SPILL_BLOCK at a time, to be read back in
   order (also pack's document listing and an incremental's manifest).
+- SeenDigests finds a table's duplicate keys: past SPILL_AFTER rows their digests go to a
+  temporary SQLite table, a block at a time (a set of 280,000 held 27 MB).
 - compare_digests matches the digests read against those checksums.xxh128
   lists; spilled, it joins them in a temporary SQLite database.
 
@@ -54,6 +56,71 @@ class HashSet:
 
     def __len__(self) -> int:
         return len(self._hashes)
+
+
+class SeenDigests:
+    """64-bit digests (of a table's row keys), to find each one seen before: a set in memory
+    for the first `limit` (SPILL_AFTER), then a table in a private temporary SQLite database,
+    SPILL_BLOCK at a time, so that a table of millions of rows holds no set of millions of
+    integers (about 90 bytes each).  add() and end() return the notes given with the digests
+    found again: at once while in memory, a block later once spilled."""
+
+    def __init__(self, limit: int | None = None):
+        self._limit = SPILL_AFTER if limit is None else limit
+        self._memory: set[int] = set()
+        self._db = None
+        self._block: list[tuple[int, int, object]] = []  # (digest, block number, note) not written yet
+        self._blocks = 0
+
+    def add(self, digest: int, note) -> list:
+        if self._db is None:
+            if digest in self._memory:
+                return [note]
+            self._memory.add(digest)
+            if len(self._memory) > self._limit:
+                self._spill()
+            return []
+        self._block.append((digest - (1 << 63), self._blocks, note))  # a signed 64-bit SQLite integer
+        return self._write() if len(self._block) >= SPILL_BLOCK else []
+
+    def end(self) -> list:
+        """The notes of the digests found again that add() has not returned yet; the database gone."""
+        repeated = self._write() if self._block else []
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._memory = set()
+        return repeated
+
+    def _spill(self) -> None:
+        import sqlite3  # here: only tables of tens of thousands of rows get this far
+
+        self._db = sqlite3.connect("", isolation_level=None)  # "": a private temporary file, gone on close
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute(f"PRAGMA cache_size = -{JOIN_CACHE_KIB}")
+        self._db.execute("CREATE TABLE seen (h INTEGER PRIMARY KEY, block INTEGER) WITHOUT ROWID")
+        self._db.executemany("INSERT INTO seen VALUES (?, -1)", ((d - (1 << 63),) for d in self._memory))
+        self._memory = set()
+
+    def _write(self) -> list:
+        """The block into the table; where fewer rows went in than the block holds, the notes of
+        the digests there before it or twice in it (rare: the slow way is fine)."""
+        block, self._block = self._block, []
+        db, number = self._db, self._blocks
+        self._blocks += 1
+        before = db.total_changes
+        db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", ((h, n) for h, n, _ in block))
+        if db.total_changes - before == len(block):
+            return []
+        earlier = {h for (h,) in db.execute(
+            "SELECT h FROM seen WHERE block < ? AND h IN (SELECT value FROM json_each(?))",
+            (number, "[" + ",".join(str(h) for h, _, _ in block) + "]"))}
+        repeated, first = [], set()
+        for h, _, note in block:
+            if h in earlier or h in first:
+                repeated.append(note)
+            first.add(h)
+        return repeated
 
 
 class SpillList:

@@ -16,6 +16,7 @@ from .secrets import secret_cases  # noqa: E402
 from .server_failures import server_failure_cases  # noqa: E402
 from .signals import signal_cases  # noqa: E402
 
-# The incrementals run before the secrets: that family's last case sums up every command's output.
+# In the order of their numbers (1 truncated ... 10 secrets); the secrets run last: that family's last
+# case sums up every command's output.
 FAMILIES = [truncation_cases, corruption_cases, hostile_tar_cases, hostile_row_cases, server_failure_cases,
-            concurrency_cases, signal_cases, incremental_cases, commit_window_cases, secret_cases]
+            concurrency_cases, signal_cases, commit_window_cases, incremental_cases, secret_cases]

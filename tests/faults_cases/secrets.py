@@ -1,4 +1,4 @@
-"""Family 8: secrets.
+"""Family 10: secrets.
 
 Every command of every case runs with the PostgreSQL password and the S3 secret set, and its
 whole output is searched for them (harness.Env.scan; the last case sums it up).  Here: errors
@@ -108,7 +108,7 @@ def secret_cases(env: Env, fx: Fixtures) -> list[Case]:
     url = pg.url("no_such_database")
     bucket = "faults-secrets"
     s3_args = ["--storage", f"s3://{bucket}", "--s3-endpoint"]
-    case = lambda name, expected, run, quick=False: Case("8 secrets", name, expected, run, quick=quick)  # noqa: E731
+    case = lambda name, expected, run, quick=False: Case("10 secrets", name, expected, run, quick=quick)  # noqa: E731
     one_line = "exit 1, one line, no secret"
     return [
         case("pack -o under umask 000, over a 0644 file", "FILE is 0600", pack_mode, quick=True),
@@ -133,7 +133,7 @@ def secret_cases(env: Env, fx: Fixtures) -> list[Case]:
         case("S3 secret written inside the s3:// URL", one_line,
              failing(["pack", "--no-db", "--storage", f"s3://{s3.access_key}:{s3.secret_key}@{bucket}",
                       "--s3-endpoint", s3.endpoint])),
-        Case("8 secrets", "no secret in the output of any command of this run", "absent everywhere",
+        Case("10 secrets", "no secret in the output of any command of this run", "absent everywhere",
              every_output, quick=True, alone=True),
     ]
 

@@ -35,10 +35,16 @@ from . import layout
 STAGING = ".aviary-restore-"  # a restore's staging prefix is STAGING + 12 hex digits + "/"
 JOURNAL = "journal.ndjson"  # under the staging prefix: written before the commit, removed last
 _JOURNAL_KEY = re.compile(re.escape(STAGING) + r"[0-9a-f]+/" + re.escape(JOURNAL))
-# The drills stop the command at one of these points (after the commit) to strike there:
-# "committed" (before the first move), "moving" (half the documents moved), "deleting"
-# (before the stale documents go).  Never set in use.
+# The drills stop the command at one of these points to strike there: "staged" (every document
+# staged, the tables not applied yet), and after the commit "committed" (before the first move),
+# "moving" (half the documents moved), "deleting" (before the stale documents go).  Never set
+# in use.
 STOP_AT = "AVIARY_TEST_STOP_AT"
+# A restore a signal stops gives up its staged documents within this many seconds, where the
+# storage sweeps (a folder: renamed aside, then removed; S3: deleted until then, and an object
+# names the prefix): what is left then stays set aside, said so, and the next restore (or
+# unpack --finish) removes it.
+SWEEP_SECONDS = 0.5
 
 
 class UnfinishedRestore(StorageError):
@@ -97,6 +103,9 @@ class Transaction:
     def finish_earlier(self, dry_run: bool) -> None:
         """A restore left unfinished here (its journal is there) is finished first: the
         database it committed names its documents.  A dry run only says so."""
+        if not dry_run:
+            for key in self.storage.sweep_leftovers():
+                self.warn(f"{self.storage.url}/{key}: removed what an interrupted restore had set aside")
         for prefix in journals(self.storage):
             if dry_run:
                 self.warn(f"{self.storage.url}/{prefix}{JOURNAL}: an earlier restore is unfinished:"
@@ -119,6 +128,7 @@ class Transaction:
     def settle(self) -> None:
         """Every staged document complete (uploads may still be going up)."""
         self.storage.settle()
+        _stop_at("staged")
 
     # -- commit --------------------------------------------------------------
 
@@ -140,11 +150,11 @@ class Transaction:
     def abort(self, error: BaseException) -> BaseException:
         """Give up the staged documents (the database did not commit): `error`, or an error
         naming what could not be removed, to raise."""
+        aside = None
         try:
             self.storage.discard()  # uploads still under way end first
-            self.storage.unstage_many(self.storage.settled(Staged(k, h or None)) for k, h, _ in self.staged)
-            self._clear()
-            if not self.root_existed:
+            aside = self._unstage()
+            if not self.root_existed and aside is None:
                 self.storage.remove_root_if_empty()
         except Exception:  # the failure being reported matters more
             left = self.storage.landed()
@@ -154,7 +164,22 @@ class Transaction:
                                    f" storage answers, {self.storage.leftovers(self.prefix)}")
         finally:
             self.staged.clear()
+        if aside is not None:
+            self.warn(f"{self.storage.url}/{aside}: the staged documents not removed yet, set aside: the next"
+                      f" restore here removes them, or {finish_command(self.storage)}")
         return error
+
+    def _unstage(self) -> str | None:
+        """The staged documents given up: in one sweep of the staging prefix where the
+        storage can (within SWEEP_SECONDS once a signal stopped the restore), uploads to
+        keys of their own one by one.  Where the sweep left what it set aside (None: nothing)."""
+        staged = (self.storage.settled(Staged(k, h or None)) for k, h, _ in self.staged)
+        if not self.storage.capabilities.sweeps:
+            self.storage.unstage_many(staged)
+            self._clear()
+            return None
+        self.storage.unstage_many(s for s in staged if s.upload is not None)
+        return self.storage.sweep(self.prefix, SWEEP_SECONDS if errors.stop_requested() else None)
 
     # -- finish --------------------------------------------------------------
 
@@ -321,8 +346,11 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
         yield rest.decode("utf-8", "surrogateescape")
 
 
-def finish_journals(storage: Storage) -> list[Work]:
-    """Finish every restore whose journal the storage holds (unpack --finish): what each did."""
+def finish_journals(storage: Storage, warn: Callable[[str], None]) -> list[Work]:
+    """Finish every restore whose journal the storage holds (unpack --finish): what each did.
+    What an interrupted restore set aside goes first (each one said to `warn`)."""
+    for key in storage.sweep_leftovers():
+        warn(f"{storage.url}/{key}: removed what an interrupted restore had set aside")
     finished = []
     for prefix in journals(storage):
         try:

@@ -11,13 +11,22 @@ Memory grows with the number of users and files, never with file sizes.
 """
 
 import time
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 from ..errors import ArchiveError
 from ..findings import Finding, problem
 from ..timestamps import NS_PER_SECOND, Duration, parse as parse_timestamp
 from . import layout
 from .walk import Consumer, Walk
+
+
+class Totals(NamedTuple):
+    """What an archive's walk counted, as far as it read: exact counts and bytes."""
+
+    members: int  # tar members, of every kind
+    documents: int
+    document_bytes: int  # the documents' content
+    rows: int  # of every table
 
 
 class _Checks(Consumer):
@@ -27,10 +36,10 @@ class _Checks(Consumer):
 
 
 def verify(stream: BinaryIO, source: str = "-", max_age: Duration | None = None,
-           progress=None, about=None) -> Iterator[Finding]:
+           progress=None, about=None, totals=None) -> Iterator[Finding]:
     """Yield every problem found (and a few informational findings); `about` is given the
     metadata, if the archive has any, once the walk ends (also when damage stopped it: a
-    chain's links are read from it)."""
+    chain's links are read from it), and `totals` what the walk counted (Totals)."""
     walk = Walk(stream, source, _Checks(), progress)
     try:
         yield from walk
@@ -40,6 +49,9 @@ def verify(stream: BinaryIO, source: str = "-", max_age: Duration | None = None,
     finally:
         if about is not None and walk.metadata is not None:
             about(walk.metadata)
+        if totals is not None:
+            tally = walk.tally
+            totals(Totals(tally.members, tally.documents, tally.document_bytes, sum(tally.table_rows.values())))
     if walk.metadata is not None:
         yield from _check_age(walk.metadata, max_age)
 

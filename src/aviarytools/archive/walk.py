@@ -58,7 +58,7 @@ from ..errors import ArchiveError, InputError
 from ..findings import PROBLEM, Finding, info, problem
 from ..model import Table
 from ..rowinput import RowSource
-from ..spill import SpillList, compare_digests
+from ..spill import SeenDigests, SpillList, compare_digests
 from ..tar import Member, NameSet, member_name_problem
 from . import admin_page, incremental, layout
 from .inspect import archived_tables
@@ -133,7 +133,7 @@ class Rows:
         self.key = model.primary_key if model else ()
         self.owner = "updated_by" if self.table == "system_settings" else \
             (schema.user_column(self.table) if self.table != "users" else None)
-        self._seen: set[int] = set()
+        self._seen = SeenDigests()  # the key of each row so far
         self._rows = self._checked()
 
     def __iter__(self):
@@ -159,25 +159,32 @@ class Rows:
                 self._tally(position, row)
                 yield position, row
         except InputError as e:
+            self._end_keys()
             walk.report(problem("table", str(e).removeprefix(f"{name}: "), name))
             self.done = True
             raise BrokenTable(str(e)) from None
+        self._end_keys()
         self.done = True
 
     def _tally(self, position: int, row: dict) -> None:
         tally = self.walk.tally
         if self.key:
-            key = xxhash.xxh3_64_intdigest("\x00".join(str(row.get(c)) for c in self.key).encode())
-            if key in self._seen:
-                shown = ", ".join(f"{c}={row.get(c)}" for c in self.key)
-                self.walk.report(problem("duplicate-key", f"item {position}: duplicate key {shown}",
-                                         self.item.name))
-            self._seen.add(key)
+            values = [str(row.get(c)) for c in self.key]
+            key = xxhash.xxh3_64_intdigest("\x00".join(values).encode())
+            self._duplicates(self._seen.add(key, (position, values)))
         if self.table == "users" and isinstance(row.get("id"), str):
             tally.users.add(row["id"].lower())
         owner = row.get(self.owner) if self.owner else None
         if isinstance(owner, str):
             tally.referenced.setdefault(owner.lower(), self.item.name)
+
+    def _end_keys(self) -> None:
+        self._duplicates(self._seen.end())
+
+    def _duplicates(self, repeated: list[tuple[int, list[str]]]) -> None:
+        for position, values in repeated:
+            shown = ", ".join(f"{c}={v}" for c, v in zip(self.key, values))
+            self.walk.report(problem("duplicate-key", f"item {position}: duplicate key {shown}", self.item.name))
 
     def drain(self) -> None:
         """Read (and check) the rows the consumer left."""
@@ -228,6 +235,7 @@ class ManifestEntries:
 class Tally:
     """What the content holds, to hold metadata and references against at the end."""
 
+    members: int = 0  # tar members read, of every kind
     table_rows: dict[str, int] = field(default_factory=dict)
     documents: int = 0
     document_bytes: int = 0
@@ -308,6 +316,7 @@ class Walk:
     # -- members -------------------------------------------------------------------
 
     def _first(self, member: Member) -> Iterator[Finding]:
+        self.tally.members += 1
         self._names.add(member.name)
         content = HashedContent(member)
         try:
@@ -354,6 +363,7 @@ class Walk:
             yield problem("metadata", str(e).removeprefix(f"{layout.METADATA}: "), layout.METADATA)
 
     def _member(self, member: Member) -> Iterator[Finding]:
+        self.tally.members += 1
         unsafe = member_name_problem(member)
         if unsafe:
             yield problem("unsafe-member", unsafe, member.name)

@@ -433,6 +433,19 @@ def fail_on_option(command):
                         help="Exit 1 on a finding of this severity or worse.")(command)
 
 
+def json_line(value: dict) -> None:
+    """One JSON object a line on stdout, at once; a reader gone away silences the rest
+    (a checking command goes on: its exit status is its verdict)."""
+    import json
+
+    try:
+        out = stdout_binary()
+        out.write(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+        out.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
 def report_findings(findings, as_json: bool) -> dict[str, int]:
     """Print each finding (NDJSON on stdout, or one escaped line on stderr) as it comes;
     the count of each severity.
@@ -440,24 +453,18 @@ def report_findings(findings, as_json: bool) -> dict[str, int]:
     The exit status of a checking command is its verdict, so a reader that goes away
     (`--json | head -1`) does not end the checks as it ends a dump: they go on with
     stdout silenced, and every finding is still counted."""
-    import json
-
     from ..findings import RANK
 
     counts = dict.fromkeys(RANK, 0)
-    out = stdout_binary()
     # Closed here, whatever happens: a check still suspended inside a database snapshot
     # must end before the caller closes the connection under it.
     with contextlib.closing(findings):
         for finding in findings:
             counts[finding.severity] += 1
             if as_json:
-                try:
-                    out.write(json.dumps(finding.as_dict(), ensure_ascii=False).encode() + b"\n")
-                    out.flush()
-                except BrokenPipeError:
-                    _quiet_stdout()
+                json_line(finding.as_dict())
             else:
+                progress.end_line()  # below the progress line, which carries on under it
                 click.echo(f"{command_name()}: {finding.line()}", err=True)
     run_report.note_findings(counts)
     return counts

@@ -52,6 +52,8 @@ def command(db_url, deep, archive, users, as_json, fail_on, progress, **storage)
             findings = compare(CountingReader(archive, meter), input_name(archive), db, storage,
                                tuple(users) or None)
         else:
+            if not deep:
+                meter.phase("checking")  # nothing measured: what it does, not "0 B"
             findings = check_installation(db, storage, deep=deep, progress=meter if deep else None)
         counts = report_findings(findings, as_json)
     meter.done()

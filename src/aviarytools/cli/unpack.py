@@ -163,7 +163,7 @@ def _finish(archives, given: dict, storage_settings: dict) -> None:
     from ..archive.transaction import finish_journals
 
     with open_storage(**storage_settings) as storage:
-        finished = finish_journals(storage)
+        finished = finish_journals(storage, info)
         if not finished:
             info(f"{storage.url}: no unfinished restore")
         for work in finished:

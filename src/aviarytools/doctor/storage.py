@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 from ..archive import layout
 from ..archive.transaction import JOURNAL, STAGING, finish_command
 from ..errors import StorageError
-from ..storage import ObjectInfo, Storage
+from ..storage import SWEPT, ObjectInfo, Storage
 from ..findings import WARNING, Capped, Finding, info, problem, warning
 
 BUFFER_SIZE = 1 << 20
@@ -29,11 +29,12 @@ _PLAIN_MD5 = re.compile(r"[0-9a-fA-F]{32}")
 def ignored(storage: Storage, key: str) -> bool:
     """Keys that are not Aviary documents and rightly so.
 
-    An unpack's staging prefix, Aviary's own backup files (backups/) and,
-    in a storage that may be Aviary's DATA_DIR, the SQLite database files.
+    An unpack's staging prefix and what a sweep of one left (the next restore removes it),
+    Aviary's own backup files (backups/) and, in a storage that may be Aviary's DATA_DIR, the
+    SQLite database files.
     """
     first, slash, _ = key.partition("/")
-    if first.startswith(STAGING) or (first == "backups" and slash):
+    if first.startswith((STAGING, SWEPT)) or (first == "backups" and slash):
         return True
     return storage.capabilities.shares_data_dir and not slash and first.startswith("aviary.db")
 

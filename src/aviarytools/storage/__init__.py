@@ -19,11 +19,11 @@ from aviarytools import startup
 from aviarytools.config import aviary_environment
 from aviarytools.errors import ConfigError, redact
 
-from .base import Capabilities, Listing, ObjectInfo, Staged, Storage
+from .base import SWEPT, Capabilities, Listing, ObjectInfo, Staged, Storage
 from .filesystem import FilesystemStorage
 
 __all__ = [
-    "BACKENDS", "Capabilities", "FilesystemStorage", "Listing", "ObjectInfo", "S3Storage", "Staged", "Storage",
+    "BACKENDS", "SWEPT", "Capabilities", "FilesystemStorage", "Listing", "ObjectInfo", "S3Storage", "Staged", "Storage",
     "open_storage", "resolve_storage", "storage_from_env",
 ]
 

@@ -15,6 +15,9 @@ from ..spill import SpillList
 from .transfers import Transfers
 
 CHUNK_SIZE = 1 << 20
+# What a sweep out of time leaves, at the root: a folder's staging folder renamed aside, or (S3)
+# an object naming the staging prefix still to delete.  sweep_leftovers() removes them.
+SWEPT = ".aviary-tmp-swept-"
 
 
 def ignore_count(count: int) -> None:
@@ -33,6 +36,7 @@ class Capabilities:
     immutable_objects: bool = False  # an object changes only by being replaced whole, never in place
     reads_into: bool = False  # read_into(): content read into the caller's buffer
     batch_delete: int = 1  # keys one delete_many() request removes
+    sweeps: bool = False  # sweep() removes a whole prefix without a request or call per object known
     connections: int = 1  # requests worth having in flight at once
     shares_data_dir: bool = False  # may be Aviary's DATA_DIR, holding aviary.db beside users/
 
@@ -189,6 +193,20 @@ class Storage(ABC):
         """Delete everything under `prefix` (a restore's staging prefix, ending in "/"), and
         what held it (folders, folder markers)."""
         self.delete_many([info.key for info in self.list(prefix)])
+
+    def sweep(self, prefix: str, seconds: float | None = None) -> str | None:
+        """Remove everything under `prefix` (a failed restore's staging prefix, ending in "/") in
+        one sweep: with capabilities.sweeps, without a call per object (a staged upload to a
+        key of its own is not under it: unstage_many gives it up).  `seconds`: how long the sweep may take; what is left then
+        stays set aside, out of every listing, for sweep_leftovers(): its key (None: nothing is
+        left).  By default: delete_prefix()."""
+        self.delete_prefix(prefix)
+        return None
+
+    def sweep_leftovers(self) -> list[str]:
+        """Remove what earlier sweeps set aside (a restore interrupted while it gave up its
+        staged documents): the keys they were under."""
+        return []
 
     def write_durably(self, key: str, chunks: Iterable[bytes]) -> None:
         """An object complete and durable when this returns, or not there at all."""

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat as stat_module
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -20,9 +21,12 @@ import xxhash
 
 from .. import ownership
 from ..errors import ConfigError, StorageError, UnreadableObject
-from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Staged, Storage, hashing
+from .base import CHUNK_SIZE, SWEPT, Capabilities, Irregular, ObjectInfo, Staged, Storage, hashing
 
 TEMP_PREFIX = ".aviary-tmp-"
+# A swept staging folder is renamed aside to SWEPT + 12 hex digits, at the root, then removed;
+# SWEPT begins with TEMP_PREFIX: no listing shows it until the next restore removes what is left.
+SET_ASIDE = SWEPT
 # read_ahead reads into two buffers of this size, reused from file to file; from
 # AHEAD_SIZE on, a document's first buffer-full is read ahead.
 READ_SIZE = 1 << 20
@@ -97,7 +101,7 @@ class FilesystemStorage(Storage):
     # Four readers of a folder beat cat(1) with a cold cache (the disk gets several requests
     # at once) and match it with a warm one (doctor --deep, 1 GB of documents).
     capabilities = Capabilities(renames=True, moves_folders=True, reads_into=True, connections=4,
-                                shares_data_dir=True)
+                                shares_data_dir=True, sweeps=True)
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
@@ -306,13 +310,36 @@ class FilesystemStorage(Storage):
         if not os.path.isdir(folder):
             return
         with self._translated(prefix):
-            for parent, folders, files in os.walk(folder, topdown=False):
-                for name in files:
-                    os.unlink(os.path.join(parent, name))
-                for name in folders:
-                    os.rmdir(os.path.join(parent, name))
-            os.rmdir(folder)
+            remove_tree(folder, None)
             self._remove_empty_folders(os.path.dirname(folder))
+
+    def sweep(self, prefix: str, seconds: float | None = None) -> str | None:
+        """The folder renamed aside (one step: nothing of it is listed from then on), then
+        removed file by file, for at most `seconds`."""
+        folder = self._path(prefix.rstrip("/"))
+        aside = SET_ASIDE + os.urandom(6).hex()  # as secrets.token_hex
+        deadline = None if seconds is None else time.monotonic() + seconds
+        with self._translated(prefix):
+            try:
+                os.rename(folder, self._path(aside))
+            except FileNotFoundError:
+                return None
+            self._remove_empty_folders(os.path.dirname(folder))
+        try:
+            gone = remove_tree(self._path(aside), deadline)
+        except (OSError, KeyboardInterrupt, SystemExit):  # a second signal, a failing disk: what is
+            gone = False  # left is set aside all the same, said, and removed by the next restore
+        return None if gone else aside + "/"
+
+    def sweep_leftovers(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        with self._translated(None):
+            names = sorted(entry.name for entry in os.scandir(self._root)
+                           if entry.name.startswith(SET_ASIDE) and entry.is_dir(follow_symlinks=False))
+            for name in names:
+                remove_tree(self._path(name), None)
+        return [name + "/" for name in names]
 
     def promote_folder(self, staged_prefix: str, prefix: str) -> bool:
         source, path = self._path(staged_prefix.rstrip("/")), self._path(prefix.rstrip("/"))
@@ -477,6 +504,24 @@ class FilesystemStorage(Storage):
             yield
         except OSError as err:
             raise self._os_error(key, err) from err
+
+
+def remove_tree(folder: str, deadline: float | None) -> bool:
+    """Remove `folder` and all it holds, deepest first, or stop once time.monotonic() passes
+    `deadline`: whether it is gone."""
+    for parent, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(parent, name))
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+        for name in folders:
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                os.rmdir(path)
+    os.rmdir(folder)
+    return True
 
 
 def _irregular_entry(entry: os.DirEntry, key: str) -> Irregular:

@@ -8,7 +8,10 @@ credential chain), S3_FORCE_PATH_STYLE.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
@@ -23,12 +26,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, redact, register_secret
 from ..spill import sorted_records
-from .base import CHUNK_SIZE, Capabilities, Irregular, ObjectInfo, Staged, Storage, ignore_count, hashing
+from .base import CHUNK_SIZE, SWEPT, Capabilities, Irregular, ObjectInfo, Staged, Storage, ignore_count, hashing
 from .transfers import Transfers
 
 PART_SIZE = 8 << 20  # bodies below this go in one put_object; larger ones go, and are read, in parts
 MAX_PARTS = 10_000  # S3's limit
 COPY_PART_SIZE = 512 << 20  # parts of a server-side copy too large for one request (over 5 GiB)
+SWEEP_BATCH = 100  # keys a DeleteObjects request of a sweep in a hurry (after a signal) removes
 DELETE_BATCH = 1000  # keys one DeleteObjects request takes
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 NO_BUCKET = {"404", "NoSuchBucket", "NotFound"}
@@ -122,7 +126,8 @@ def make_client(*, endpoint: str | None, region: str, path_style: bool,
 
 class S3Storage(Storage):
     capabilities = Capabilities(server_side_copy=True, md5_etags=True, immutable_objects=True,
-                                batch_delete=DELETE_BATCH, connections=DEFAULT_CONCURRENCY)
+                                batch_delete=DELETE_BATCH, connections=DEFAULT_CONCURRENCY,
+                                sweeps=True)  # a listing and a DeleteObjects per 1,000 keys
 
     def __init__(self, client, bucket: str, prefix: str = "", concurrency: int = DEFAULT_CONCURRENCY):
         self.client = client
@@ -410,8 +415,51 @@ class S3Storage(Storage):
         first."""
         listed = [obj["Key"][len(self.prefix):] for obj in self._listed(self.prefix + prefix)]
         self.delete_many(key for key in listed if not key.endswith("/"))
-        for marker in sorted((k for k in listed if k.endswith("/")), key=lambda k: (-k.count("/"), k)):
+        self._delete_folder_markers(k for k in listed if k.endswith("/"))
+
+    def _delete_folder_markers(self, markers: Iterable[str]) -> None:
+        for marker in sorted(markers, key=lambda k: (-k.count("/"), k)):  # deepest first
             self.delete(marker)
+
+    def sweep(self, prefix: str, seconds: float | None = None) -> str | None:
+        """The prefix listed and deleted (SWEEP_BATCH keys a request, side by side); once
+        `seconds` are over, no more requests: an object SWEPT + 12 hex digits naming the
+        prefix says what is left."""
+        if seconds is None:
+            self.delete_prefix(prefix)
+            return None
+        deadline, markers, cut = time.monotonic() + seconds, [], []
+
+        def in_time() -> Iterator[str]:
+            for obj in self._listed(self.prefix + prefix):
+                key = obj["Key"][len(self.prefix):]
+                if key.endswith("/"):
+                    markers.append(key)
+                elif time.monotonic() > deadline:
+                    cut.append(key)
+                    return
+                else:
+                    yield key
+
+        # Batches of SWEEP_BATCH: those under way when the time is over end soon after it.
+        self.transfers.each(self._delete_batch, _batches(in_time(), SWEEP_BATCH))
+        if cut:
+            self.write(SWEPT + os.urandom(6).hex(), [prefix.encode()])  # as secrets.token_hex
+            return prefix
+        self._delete_folder_markers(markers)
+        return None
+
+    def sweep_leftovers(self) -> list[str]:
+        """The prefixes the SWEPT objects name, deleted, then the objects (a name other than a
+        hidden top-level .aviary- prefix is not ours: left alone)."""
+        swept = []
+        for info in list(self.list(SWEPT)):
+            prefix = b"".join(self.read(info.key)).decode("utf-8", "replace")
+            if re.fullmatch(r"\.aviary-[\w-]+/", prefix):
+                self.delete_prefix(prefix)
+                swept.append(prefix)
+            self.delete(info.key)
+        return swept
 
     def write_durably(self, key: str, chunks: Iterable[bytes]) -> None:
         """One PUT (a multipart upload past PART_SIZE): S3 stores an object whole and durably
