@@ -91,27 +91,38 @@ def _sqlite_field(column: Column) -> Callable[[object], object]:
 
 
 _D = "[0-9]"
-_GO_UTC = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}"
+# Go's UTC text with its fields' digits in range: the month, day and hour are checked further.
+_GO_UTC = f"{_D * 4}-[01]{_D}-[0-3]{_D} [012]{_D}:[0-5]{_D}:[0-5]{_D}"
+_MONTH_DAYS = ", ".join(f"'{month:02d}-{day:02d}'" for month, days in enumerate(
+    (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31), 1) for day in range(1, days + 1))
 
 
 def _timestamp_sql(c: str) -> str:
     """Go's UTC text (`2025-07-27 10:11:12.123456789+00:00`), the common case,
     rewritten in SQL (a dump's hot path); anything else goes to aviary_ts.
-    The day and time are checked by comparing text, which costs a fraction of
-    date() and time(): 300,000 rows dumped in 3.3 s of CPU instead of 3.8 s.
-    February 29th, valid or not, is left to aviary_ts."""
-    real = (f"substr({c}, 6, 2) BETWEEN '01' AND '12' AND substr({c}, 9, 2) BETWEEN '01' AND"
-            f" CASE substr({c}, 6, 2) WHEN '02' THEN '28' WHEN '04' THEN '30' WHEN '06' THEN '30'"
-            f" WHEN '09' THEN '30' WHEN '11' THEN '30' ELSE '31' END"
-            f" AND substr({c}, 12, 2) < '24' AND substr({c}, 15, 2) < '60' AND substr({c}, 18, 2) < '60'")
-    return (  # with a fraction first: Go writes one unless it is zero
-        f"CASE WHEN {c} GLOB '{_GO_UTC}.{_D}*+00:00' AND length({c}) <= 35"
-        f" AND substr({c}, 21, length({c}) - 26) NOT GLOB '*[^0-9]*' AND {real}"
-        f" THEN substr({c}, 1, 10) || 'T' || rtrim(rtrim(substr({c}, 12, length({c}) - 17), '0'), '.') || 'Z'"
-        f" WHEN {c} GLOB '{_GO_UTC}+00:00' AND {real}"
-        f" THEN substr({c}, 1, 10) || 'T' || substr({c}, 12, 8) || 'Z'"
-        f" ELSE aviary_ts({c}) END"
+
+    The common case is what Go writes: the fraction without trailing zeros, or
+    none.  Its length picks the one GLOB that fits it (digits where digits go:
+    no second pass over the fraction), the month and day are looked up among
+    the 365 of a common year (February 29th, valid or not, is left to
+    aviary_ts) and the hour is compared as text.  300,000 timestamps: 0.31 s
+    of CPU over the raw column, 0.51 s with a GLOB over the fraction and
+    substr() comparisons for the month, day and hour (issue 22)."""
+    shapes = " ".join(f"WHEN {26 + n} THEN {c} GLOB '{_GO_UTC}.{_D * (n - 1)}[1-9]+00:00'" for n in range(1, 10))
+    return (
+        f"CASE WHEN CASE length({c}) WHEN 25 THEN {c} GLOB '{_GO_UTC}+00:00' {shapes} END"
+        f" AND substr({c}, 6, 5) IN ({_MONTH_DAYS}) AND substr({c}, 12, 2) < '24'"
+        f" THEN substr({c}, 1, 10) || 'T' || substr({c}, 12, length({c}) - 17) || 'Z'"
+        f" WHEN {c} IS NULL THEN NULL ELSE aviary_ts({c}) END"
     )
+
+
+def _boolean_sql(c: str) -> str:
+    """JSON true/false of SQLite's 0/1 (Aviary's booleans), the common case, in one
+    comparison; NULL and other spellings ('false', 'f', 2, ...) after it."""
+    return (f"CASE {c} WHEN 1 THEN json('true') WHEN 0 THEN json('false')"
+            f" ELSE CASE WHEN {c} IS NULL THEN NULL WHEN {c} IN ('0', 'false', 'f', 'FALSE')"
+            f" THEN json('false') ELSE json('true') END END")
 
 
 class SQLiteStage(Stage):
@@ -276,6 +287,8 @@ class SQLiteDatabase(Database):
         # statement stop ("interrupted"), and _error raises the handler's exception.
         self.conn.set_progress_handler(_let_signals_in, PROGRESS_STEPS)
         self._stages = 0
+        self._index_order: dict[str, bool] = {}  # table -> _key_order_looks_up_rows
+        self._utf8 = self.execute("PRAGMA encoding")[0][0] == "UTF-8"
 
     def execute(self, sql: str) -> list[tuple]:
         try:
@@ -361,10 +374,7 @@ class SQLiteDatabase(Database):
         return {
             Kind.UUID: f"lower(CAST({c} AS TEXT))",
             Kind.TEXT: f"CAST({c} AS TEXT)",
-            Kind.BOOL: (
-                f"CASE WHEN {c} IS NULL THEN NULL WHEN {c} IN (0, '0', 'false', 'f', 'FALSE')"
-                f" THEN json('false') ELSE json('true') END"
-            ),
+            Kind.BOOL: _boolean_sql(c),
             Kind.INT: c,
             Kind.FLOAT: f"json(aviary_float({c}))",
             Kind.TIMESTAMP: _timestamp_sql(c),
@@ -374,11 +384,10 @@ class SQLiteDatabase(Database):
     def rows(self, table: Table, query: Query) -> Iterator[bytes]:
         shown = self.selected(table, query)
         pairs = ", ".join(f"'{c.name.replace(chr(39), chr(39) * 2)}', {self.value_sql(table, c, query)}" for c in shown.columns)
-        sql = (
-            f"SELECT json_object({pairs})"
-            + self.from_where_sql(table, query)
-            + self.order_limit_sql(table, query)
-        )
+        line = f"json_object({pairs})"
+        if self._utf8:  # the line's bytes as they are: no str made and encoded again per row
+            line = f"CAST({line} AS BLOB)"
+        sql = f"SELECT {line}" + self.from_where_sql(table, query) + self._order_limit_sql(table, query)
         try:
             cursor = self.conn.execute(sql)
             while True:
@@ -386,9 +395,33 @@ class SQLiteDatabase(Database):
                 if not batch:
                     return
                 for (line,) in batch:
-                    yield line.encode("utf-8")
+                    yield line if self._utf8 else line.encode("utf-8")
         except sqlite3.Error as e:
             raise self._error(e, sql) from None
+
+    def _order_limit_sql(self, table: Table, query: Query) -> str:
+        """order_limit_sql, but a whole table whose key order SQLite would take from an
+        index, looking each row up in the table (a rowid table keyed by a uuid), is
+        sorted instead: 300,000 login_attempts in 0.63 s of CPU instead of 1.0 s,
+        1,200,000 in 2.5 s instead of 4.3 s.  `+key` keeps the key's collation and
+        leaves its index to the WHERE, if any (`--where "id = ..."`).  The sort spills
+        to temporary files past the page cache's size: memory stays flat."""
+        if query.where or query.limit is not None or not self._key_order_looks_up_rows(table):
+            return self.order_limit_sql(table, query)
+        return " ORDER BY " + ", ".join("+" + self.order_sql(table.column(c)) for c in table.primary_key)
+
+    def _key_order_looks_up_rows(self, table: Table) -> bool:
+        """Whether SQLite would read `table` in key order by walking an index that does
+        not hold the whole row (rather than the table itself: an INTEGER PRIMARY KEY,
+        WITHOUT ROWID)."""
+        if not table.primary_key:
+            return False
+        if table.name not in self._index_order:
+            keys = ", ".join(self.order_sql(table.column(c)) for c in table.primary_key)
+            steps = self.plan(f"SELECT * FROM main.{q(table.name)} ORDER BY {keys}")
+            self._index_order[table.name] = any(s.strip().startswith("SCAN") and "USING INDEX" in s
+                                                for s in steps)
+        return self._index_order[table.name]
 
     # -- writing -------------------------------------------------------------
 
