@@ -46,3 +46,15 @@ def test_common_forms(text, canonical):
     conn = sqlite3.connect(":memory:")
     conn.create_function("aviary_ts", 1, lambda v: timestamps.to_rfc3339(timestamps.parse(v)))
     assert conn.execute(f"SELECT {_timestamp_sql('?1')}", (text,)).fetchone()[0] == canonical
+
+
+def test_null_and_the_common_forms_never_call_python():
+    conn = sqlite3.connect(":memory:")
+    took_python = []
+    conn.create_function("aviary_ts", 1, lambda v: took_python.append(v) or "python")
+    texts = [None, "2025-07-27 10:11:12+00:00", "2025-07-27 10:11:12.123456789+00:00", "2025-02-28 23:59:59.9+00:00",
+             "2025-07-27 10:11:12.10+00:00", "2024-02-29 00:00:00+00:00", "2025-07-27 10:11:12"]
+    got = [conn.execute(f"SELECT {_timestamp_sql('?1')}", (text,)).fetchone()[0] for text in texts]
+    assert got[:4] == [None, "2025-07-27T10:11:12Z", "2025-07-27T10:11:12.123456789Z", "2025-02-28T23:59:59.9Z"]
+    # Rare forms: a trailing zero, February 29th, no offset (SQLite's CURRENT_TIMESTAMP).
+    assert took_python == texts[4:] and got[4:] == ["python"] * 3
