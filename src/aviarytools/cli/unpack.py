@@ -150,7 +150,8 @@ def _read_through(archives, meter) -> list[tuple]:
 def _refuse_chain_options(given: dict) -> None:
     named = [option for option, value in given.items() if value]
     if named:
-        raise click.UsageError(f"{', '.join(named)} take(s) one ARCHIVE, not a chain")
+        verb = "takes" if len(named) == 1 else "take"
+        raise click.UsageError(f"{' and '.join(named)} {verb} one ARCHIVE, not a chain")
 
 
 def _finish(archives, given: dict, storage_settings: dict) -> None:
